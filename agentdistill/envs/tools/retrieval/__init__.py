@@ -1,0 +1,1 @@
+"""Retrieval tools: corpora, indexes and the search tool agents call."""
