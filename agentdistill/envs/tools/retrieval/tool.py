@@ -1,0 +1,32 @@
+"""The ``web_search`` tool that QA envs bind into model code, over whatever retriever the env holds."""
+
+from __future__ import annotations
+
+from agentdistill.envs.prompts import ToolSpec, web_search_tool
+from agentdistill.envs.tools.retrieval.base import Retriever, format_search_results
+
+
+class WebSearchTool:
+    """``web_search(query) -> str``: the top-``k`` documents of :attr:`retriever` as text.
+
+    The retriever may be swapped between episodes (the synthetic env searches each task's own
+    documents); the tool keeps its name and description.
+    """
+
+    def __init__(self, retriever: Retriever | None, top_k: int) -> None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        self.retriever = retriever
+        self.top_k = top_k
+
+    @property
+    def spec(self) -> ToolSpec:
+        """How the tool is described in the system prompt."""
+        return web_search_tool(self.top_k)
+
+    def __call__(self, query: str) -> str:
+        if not isinstance(query, str):
+            raise TypeError(f"web_search() takes a query string, got {type(query).__name__}")
+        if self.retriever is None:
+            raise RuntimeError("web_search() has no retriever yet: the env must be reset first")
+        return format_search_results(query, self.retriever.search([query], self.top_k)[0])
