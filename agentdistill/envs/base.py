@@ -1,0 +1,244 @@
+"""The CodeAct environment contract shared by every task.
+
+An episode is one task. ``reset`` returns the task text and, in ``info``, what a policy needs to build
+its prompt (the system prompt with this env's tools, the task id). ``step`` takes what a model wrote
+(``Thought: ...`` plus a python code block), runs the code in the episode's sandbox with the tools
+bound, and returns the observation text. ``final_answer(...)`` terminates the episode with the grader's
+score as reward; ``max_steps`` truncates it. Nothing the model writes raises: a malformed action or a
+failing cell is an observation that uses a step.
+
+Subclasses supply the tasks, the parent-side tools, the allowed imports, the prompt examples and the
+grader (see :class:`CodeActEnv`'s abstract methods).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict
+from typing import Any, Collection, Mapping, Sequence
+
+import gymnasium as gym
+
+from agentdistill.envs.codeact import execution_observation, parse_action, parse_error_observation, truncate_middle
+from agentdistill.envs.graders import Grader
+from agentdistill.envs.prompts import FINAL_ANSWER_TOOL, PromptVariant, ToolSpec, build_system_prompt
+from agentdistill.envs.spaces import BoundedText
+from agentdistill.envs.tasks import Task
+from agentdistill.envs.tools.sandbox import SandboxLimits, SandboxSpec, make_sandbox
+from agentdistill.envs.tools.sandbox.base import ExecutionResult, Sandbox, ToolFunction
+
+DEFAULT_MAX_STEPS = 5
+DEFAULT_MAX_OBSERVATION_CHARS = 20_000
+DEFAULT_MAX_ACTION_CHARS = 131_072
+UNLIMITED_TASK_SEEDS = 2**31 - 1
+"""Range a seeded reset draws task indices from when the env generates unlimited tasks."""
+
+
+class CodeActEnv(gym.Env[str, str], abc.ABC):
+    """A task-solving episode in which the agent acts by writing python code.
+
+    Args:
+        max_steps: actions per episode before truncation (5 in the paper).
+        prompt_variant: ``"full"`` system prompt (examples and rules, for teachers) or ``"short"``
+            (for fine-tuned students). Both are always available from :meth:`system_prompt`.
+        max_observation_chars: observations longer than this keep their head and tail.
+        max_action_chars: longer actions are refused with an observation, unparsed.
+        sandbox: ``"local"`` (a worker process per episode) or a factory, see
+            :func:`agentdistill.envs.tools.sandbox.make_sandbox`.
+        sandbox_limits: time, memory and output limits for the code.
+        render_mode: ``"ansi"`` to get the episode transcript from :meth:`render`.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        *,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        prompt_variant: PromptVariant = "full",
+        max_observation_chars: int = DEFAULT_MAX_OBSERVATION_CHARS,
+        max_action_chars: int = DEFAULT_MAX_ACTION_CHARS,
+        sandbox: SandboxSpec = "local",
+        sandbox_limits: SandboxLimits | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        _require_positive_int("max_steps", max_steps)
+        _require_positive_int("max_observation_chars", max_observation_chars)
+        _require_positive_int("max_action_chars", max_action_chars)
+        if prompt_variant not in ("full", "short"):
+            raise ValueError(f"prompt_variant must be 'full' or 'short', got {prompt_variant!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.max_steps = max_steps
+        self.prompt_variant: PromptVariant = prompt_variant
+        self.max_observation_chars = max_observation_chars
+        self.render_mode = render_mode
+        self.observation_space = BoundedText(max_observation_chars)
+        self.action_space = BoundedText(max_action_chars)
+        self._sandbox_spec = sandbox
+        self._sandbox_limits = sandbox_limits or SandboxLimits()
+        self._sandbox: Sandbox | None = None
+        self._task: Task | None = None
+        self._steps = 0
+        self._done = True
+        self._transcript: list[str] = []
+
+    # --- what a task family provides ------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def num_tasks(self) -> int | None:
+        """How many tasks the loaded split holds; ``None`` when tasks are generated without limit."""
+
+    @abc.abstractmethod
+    def task_at(self, index: int) -> Task:
+        """The task with this index (``0 <= index < num_tasks``, or any non-negative int if unlimited)."""
+
+    @abc.abstractmethod
+    def _tools(self) -> Mapping[str, ToolFunction]:
+        """Parent-side tools bound into model code, besides ``final_answer``."""
+
+    @abc.abstractmethod
+    def _tool_specs(self) -> Sequence[ToolSpec]:
+        """How :meth:`_tools` are described in the system prompt."""
+
+    @property
+    @abc.abstractmethod
+    def grader(self) -> Grader:
+        """Scores a final answer against the task's gold answers."""
+
+    allowed_imports: Collection[str] | None = None
+    prompt_examples: Sequence[str] = ()
+
+    def _prepare_task(self, task: Task) -> None:
+        """Hook run at reset before the first step (e.g. a per-task retrieval index)."""
+
+    def _reset_info(self, task: Task) -> dict[str, Any]:
+        """Extra keys for the ``info`` returned by :meth:`reset`."""
+        return {}
+
+    # --- the gymnasium API ------------------------------------------------------------------------
+
+    @property
+    def task(self) -> Task | None:
+        """The current episode's task (``None`` before the first reset)."""
+        return self._task
+
+    def system_prompt(self, variant: PromptVariant | None = None) -> str:
+        """The CodeAct system prompt with this env's tools, in the given (or the env's) variant."""
+        return build_system_prompt(
+            [*self._tool_specs(), FINAL_ANSWER_TOOL],
+            variant=variant or self.prompt_variant,
+            examples=self.prompt_examples,
+            allowed_imports=self.allowed_imports,
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode on ``options["task_index"]``, or on a task the seeded RNG picks."""
+        super().reset(seed=seed)
+        index = self._choose_task_index(options or {})
+        task = self.task_at(index)
+        self._task = task
+        self._steps = 0
+        self._done = False
+        self._ensure_sandbox().reset()
+        self._prepare_task(task)
+        observation = truncate_middle(f"Task: {task.question}", self.max_observation_chars)
+        self._transcript = [observation]
+        info = {
+            "task_id": task.task_id,
+            "task_index": index,
+            "system_prompt": self.system_prompt(),
+            "isolation": self._ensure_sandbox().isolation,
+            **self._reset_info(task),
+        }
+        return observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Parse and run one action; see the module docstring for the episode rules."""
+        if self._task is None or self._done:
+            raise RuntimeError("step() called on a finished or never-started episode: call reset() first")
+        if not isinstance(action, str):
+            raise TypeError(f"an action is the text a model wrote (str), got {type(action).__name__}")
+        self._steps += 1
+        info: dict[str, Any] = {"task_id": self._task.task_id, "step": self._steps}
+        reward, terminated = 0.0, False
+        if len(action) > self.action_space.max_length:
+            observation = parse_error_observation(
+                f"the action is {len(action)} characters long, more than the {self.action_space.max_length} allowed"
+            )
+            info.update(thought="", code=None, parse_error=True)
+        else:
+            parsed = parse_action(action)
+            info.update(thought=parsed.thought, code=parsed.code, parse_error=parsed.code is None)
+            if parsed.code is None:
+                observation = parse_error_observation(parsed.error or "unreadable action")
+            else:
+                result = self._ensure_sandbox().run(parsed.code)
+                info.update(_execution_info(result))
+                if result.is_final:
+                    terminated = True
+                    reward = self._finish(result.final_answer or "", info)
+                    observation = execution_observation(result.logs, None, None) + f"\nFinal answer: {result.final_answer}"
+                else:
+                    observation = execution_observation(result.logs, result.value, result.error)
+        truncated = not terminated and self._steps >= self.max_steps
+        if truncated:
+            info.update(answer=None, gold=self._task.answer, score=0.0)
+        self._done = terminated or truncated
+        observation = truncate_middle(observation, self.max_observation_chars)
+        self._transcript += [action, observation]
+        return observation, reward, terminated, truncated, info
+
+    def render(self) -> str | None:
+        """The episode so far (task, actions, observations) as text, in ``"ansi"`` mode."""
+        if self.render_mode != "ansi":
+            return None
+        return "\n\n".join(self._transcript)
+
+    def close(self) -> None:
+        """Stop the sandbox's worker and remove its files."""
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+        super().close()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _choose_task_index(self, options: Mapping[str, Any]) -> int:
+        total = self.num_tasks
+        if "task_index" in options:
+            index = options["task_index"]
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0 or (total is not None and index >= total):
+                expected = "a non-negative int" if total is None else f"an int in [0, {total})"
+                raise ValueError(f"options['task_index'] must be {expected}, got {index!r}")
+            return index
+        return int(self.np_random.integers(total if total is not None else UNLIMITED_TASK_SEEDS))
+
+    def _ensure_sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = make_sandbox(
+                self._sandbox_spec, tools=self._tools(), allowed_imports=self.allowed_imports, limits=self._sandbox_limits
+            )
+        return self._sandbox
+
+    def _finish(self, answer: str, info: dict[str, Any]) -> float:
+        assert self._task is not None
+        graded = self.grader.grade(answer, self._task)
+        info.update(answer=answer, gold=self._task.answer, score=float(graded.score), metrics=dict(graded.metrics))
+        return float(graded.score)
+
+
+def _execution_info(result: ExecutionResult) -> dict[str, Any]:
+    return {
+        "execution_error": result.error,
+        "timed_out": result.timed_out,
+        "state_lost": result.state_lost,
+        "tool_calls": [asdict(call) for call in result.tool_calls],
+        "execution_seconds": result.duration_s,
+    }
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -1,0 +1,70 @@
+"""Math envs (MATH, MATH500, GSM-Hard, AIME, OlymMATH): compute with python, answer with final_answer.
+
+There is no retrieval tool; model code may import numpy, sympy and the math-related standard library.
+Answers are graded by :class:`~agentdistill.envs.graders.MathGrader` (math-verify plus a numeric
+tolerance).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from agentdistill.envs.base import CodeActEnv
+from agentdistill.envs.graders import Grader, MathGrader
+from agentdistill.envs.prompts import MATH_EXAMPLES, ToolSpec
+from agentdistill.envs.imports import MATH_IMPORTS
+from agentdistill.envs.splits import load_split
+from agentdistill.envs.tasks import Task
+from agentdistill.envs.tools.sandbox.base import ToolFunction
+
+
+class AgentMathEnv(CodeActEnv):
+    """A math task family: each episode asks one problem of the loaded split.
+
+    Args:
+        task_name: the paper's name for the task ("MATH", "MATH500", "GSMHard", "AIME", "OlymMATH");
+            picks the Hugging Face dataset when ``data_path`` is not given.
+        data_path: a local task file in any format :func:`agentdistill.envs.data.load_tasks` reads.
+        split: overrides the hub split (ignored with ``data_path``).
+        rel_tol: relative tolerance for numeric answers.
+        grade_timeout_s: time bound of one equivalence check.
+        max_tasks: keep only the first ``max_tasks`` tasks.
+        **kwargs: episode settings of :class:`CodeActEnv`.
+    """
+
+    allowed_imports = MATH_IMPORTS
+    prompt_examples = MATH_EXAMPLES
+
+    def __init__(
+        self,
+        task_name: str,
+        *,
+        data_path: str | os.PathLike[str] | None = None,
+        split: str | None = None,
+        rel_tol: float = 1e-4,
+        grade_timeout_s: float = 5.0,
+        max_tasks: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.task_name = task_name
+        self._grader = MathGrader(rel_tol=rel_tol, timeout_s=grade_timeout_s)
+        self.tasks = load_split(task_name, "math", data_path, split, max_tasks)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def task_at(self, index: int) -> Task:
+        return self.tasks[index]
+
+    @property
+    def grader(self) -> Grader:
+        return self._grader
+
+    def _tools(self) -> Mapping[str, ToolFunction]:
+        return {}
+
+    def _tool_specs(self) -> Sequence[ToolSpec]:
+        return []

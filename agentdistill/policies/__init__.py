@@ -1,0 +1,1 @@
+"""Teacher, student and scripted-expert policies behind one batched interface (to come: issue 5)."""
