@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -82,9 +84,16 @@ def test_swallowed_timeout_is_still_stopped(sandbox: LocalSandbox) -> None:
 
 
 def test_worker_killed_mid_step_becomes_an_error_and_a_fresh_worker_follows(sandbox: LocalSandbox) -> None:
-    result = sandbox.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    assert result.state_lost and "SIGKILL" in (result.error or "")
+    sandbox.run("kept = 1")
+    pid = sandbox.worker_pid
+    assert pid is not None
+    killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))  # the fault comes from outside, mid-step
+    killer.start()
+    result = sandbox.run("import time\ntime.sleep(0.9)")
+    killer.join()
+    assert result.state_lost and "SIGKILL" in (result.error or "") and not result.timed_out
     assert sandbox.run("3 * 3").value == "9"
+    assert "NameError" in (sandbox.run("kept").error or "")
 
 
 def test_tools_run_in_the_parent_and_their_errors_raise_in_model_code(sandbox: LocalSandbox) -> None:
@@ -128,15 +137,31 @@ def test_private_workdir_is_removed_and_state_dropped_on_reset(sandbox: LocalSan
     assert sandbox.workdir != workdir
 
 
-def test_close_kills_grandchildren(sandbox: LocalSandbox) -> None:
-    result = sandbox.run("import subprocess\nsubprocess.Popen(['sleep', '1000']).pid")
-    grandchild = int(result.value or "0")
-    assert grandchild > 0 and not _process_is_gone(grandchild)
+def _pids_running(argument: str) -> list[int]:
+    """Host pids of live processes whose command line contains ``argument`` (namespaces hide theirs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if argument in (entry / "cmdline").read_bytes().decode(errors="replace") and not _process_is_gone(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_close_kills_grandchildren_even_detached_ones(sandbox: LocalSandbox, detach: bool) -> None:
+    marker = f"{1000 + os.getpid() % 1000}.{int(detach) + 1}"
+    code = f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'], start_new_session={detach})\n'started'"
+    assert sandbox.run(code).value == "'started'"
+    time.sleep(0.2)
+    assert _pids_running(marker), "the grandchild should be running before close()"
     sandbox.close()
     deadline = time.monotonic() + 5
-    while not _process_is_gone(grandchild) and time.monotonic() < deadline:
+    while _pids_running(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _process_is_gone(grandchild)
+    assert not _pids_running(marker)
 
 
 def test_huge_output_is_bounded() -> None:

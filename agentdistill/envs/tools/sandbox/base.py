@@ -18,7 +18,8 @@ ToolFunction = Callable[..., Any]
 class SandboxLimits:
     """Resource limits for the process that runs model code; ``None`` leaves a limit unset.
 
-    The step timeout is enforced twice: an alarm inside the worker stops Python-level loops and keeps
+    ``processes`` and ``scratch_bytes`` (the size of the private ``/tmp``) take effect where the worker
+    is isolated in namespaces (see ``isolation.py``). The step timeout is enforced twice: an alarm inside the worker stops Python-level loops and keeps
     the episode's variables; if the worker does not answer ``kill_grace_s`` later (a long C call, a
     swallowed alarm) its whole process group is killed and the next step starts from a fresh state.
     """
@@ -28,13 +29,15 @@ class SandboxLimits:
     memory_bytes: int | None = 4 * 1024**3
     cpu_seconds: int | None = 600
     file_size_bytes: int | None = 64 * 1024**2
+    processes: int | None = 32
+    scratch_bytes: int = 64 * 1024**2
     output_chars: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("step_timeout_s", "kill_grace_s", "output_chars"):
+        for name in ("step_timeout_s", "kill_grace_s", "output_chars", "scratch_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("memory_bytes", "cpu_seconds", "file_size_bytes"):
+        for name in ("memory_bytes", "cpu_seconds", "file_size_bytes", "processes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive or None, got {value!r}")
@@ -45,6 +48,7 @@ class SandboxLimits:
             "memory_bytes": self.memory_bytes,
             "cpu_seconds": self.cpu_seconds,
             "file_size_bytes": self.file_size_bytes,
+            "processes": self.processes,
             "core_bytes": 0,
         }
 

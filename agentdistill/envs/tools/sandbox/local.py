@@ -1,10 +1,14 @@
 """The default sandbox: a separate Python process per episode, on this machine.
 
 Each worker runs in its own session (process group) with a private temporary working directory, a
-scrubbed environment (no API keys from the parent) and rlimits on memory, CPU time and file size. A
-step that overruns its timeout is stopped by an alarm inside the worker; a worker that still does not
-answer is killed with its whole process group and replaced. Tools stay in this process and are called
-through the pipe, so the retriever is never loaded (or trusted) inside the sandbox.
+scrubbed environment (no API keys from the parent) and rlimits on memory, CPU time, file size and
+processes. Where the platform allows (root on Linux), it also isolates itself in namespaces under a
+user id of its own (see ``isolation.py``): no network, no writes outside its directory, no view of
+other processes. Where it cannot, it says so loudly (a :class:`SandboxIsolationWarning` and the level in
+:attr:`LocalSandbox.isolation`), never silently. A step that overruns its timeout is stopped by an alarm
+inside the worker; a worker that still does not answer is killed with its whole process group and
+replaced. Tools stay in this process and are called through the pipe, so the retriever is never loaded
+(or trusted) inside the sandbox.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Literal, Mapping
 
 from agentdistill.envs.tools.sandbox import worker as worker_module
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, SandboxLimits, ToolCall, ToolFunction
@@ -30,6 +35,16 @@ _PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_
 
 _STARTUP_TIMEOUT_S = 30.0
 
+IsolationMode = Literal["auto", "namespaces", "process"]
+
+
+class SandboxIsolationWarning(UserWarning):
+    """The sandbox runs with weaker isolation than asked for (e.g. no namespaces without root)."""
+
+
+class SandboxIsolationError(RuntimeError):
+    """``isolation="namespaces"`` was required but the platform cannot provide it."""
+
 
 @dataclass
 class _Worker:
@@ -37,6 +52,7 @@ class _Worker:
     to_worker: int
     from_worker: int
     workdir: Path
+    isolation: str
 
 
 def _stop_worker(worker: _Worker) -> None:
@@ -83,10 +99,10 @@ class LocalSandbox:
         tools: functions model code may call by name; they run in this process.
         allowed_imports: top-level modules model code may import (``None``: any).
         limits: resource limits and timeouts.
+        isolation: ``"auto"`` (namespaces where possible, else a warning and plain processes),
+            ``"namespaces"`` (refuse to run without them) or ``"process"`` (never try).
         python: the interpreter that runs the worker (defaults to this one, so the same packages).
     """
-
-    isolation = "process"
 
     def __init__(
         self,
@@ -94,8 +110,13 @@ class LocalSandbox:
         tools: Mapping[str, ToolFunction] | None = None,
         allowed_imports: Collection[str] | None = None,
         limits: SandboxLimits | None = None,
+        isolation: IsolationMode = "auto",
         python: str = sys.executable,
     ) -> None:
+        if isolation not in ("auto", "namespaces", "process"):
+            raise ValueError(f"isolation must be 'auto', 'namespaces' or 'process', got {isolation!r}")
+        self.isolation_mode: IsolationMode = isolation
+        self._warned = False
         self._tools = dict(tools or {})
         self._allowed_imports = None if allowed_imports is None else sorted(allowed_imports)
         self.limits = limits or SandboxLimits()
@@ -120,8 +141,15 @@ class LocalSandbox:
             return self._recover(worker, failure, tool_calls, time.monotonic() - started)
 
     def reset(self) -> None:
-        """Stop the current worker; the next :meth:`run` gets a fresh process and directory."""
+        """Replace the worker with a fresh process and directory, ready for the next :meth:`run`."""
         self._slot.clear()
+        self._start_worker()
+
+    @property
+    def isolation(self) -> str:
+        """The isolation in force: ``"namespaces"`` or ``"process"`` (before a worker starts: the mode
+        asked for)."""
+        return self._slot.worker.isolation if self._slot.worker else self.isolation_mode
 
     def close(self) -> None:
         """Stop the worker and remove its directory."""
@@ -155,7 +183,7 @@ class LocalSandbox:
         finally:
             os.close(parent_to_child_r)
             os.close(child_to_parent_w)
-        worker = _Worker(process, parent_to_child_w, child_to_parent_r, workdir)
+        worker = _Worker(process, parent_to_child_w, child_to_parent_r, workdir, isolation="starting")
         self._slot.set(worker)
         write_frame(
             worker.to_worker,
@@ -165,12 +193,31 @@ class LocalSandbox:
                 "allowed_imports": self._allowed_imports,
                 "limits": self.limits.as_worker_limits(),
                 "output_limit": self.limits.output_chars,
+                "isolate": self.isolation_mode != "process",
+                "scratch_bytes": self.limits.scratch_bytes,
             },
         )
         ready = read_frame(worker.from_worker, time.monotonic() + _STARTUP_TIMEOUT_S)
         if ready["op"] != "ready":
             raise ProtocolError(f"worker sent {ready['op']!r} instead of 'ready' at start-up")
+        worker.isolation = str(ready.get("isolation", "process"))
+        self._check_isolation(worker, ready.get("detail"))
         return worker
+
+    def _check_isolation(self, worker: _Worker, detail: object) -> None:
+        """Refuse or warn when the worker is less isolated than asked; never degrade silently."""
+        if worker.isolation == "namespaces" or self.isolation_mode == "process":
+            return
+        message = (
+            f"the code sandbox runs without namespace isolation ({detail}): model code can reach the "
+            "network and write wherever this user can. Run as root on Linux, or in a container or VM."
+        )
+        if self.isolation_mode == "namespaces":
+            self._slot.clear()
+            raise SandboxIsolationError(message)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, SandboxIsolationWarning, stacklevel=4)
 
     def _worker_environment(self, workdir: Path) -> dict[str, str]:
         environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}

@@ -116,14 +116,19 @@ class BoundedCapture(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         written = len(text)
+        start = 0
         if self._head_len < self._half:
             taken = text[: self._half - self._head_len]
             self._head.append(taken)
             self._head_len += len(taken)
-            text = text[len(taken) :]
-        if text:
-            self._tail.append(text)
-            self._tail_len += len(text)
+            start = len(taken)
+        if written - start > self._half:  # slice only the tail we keep: no copy of a huge remainder
+            self.dropped += written - start - self._half
+            start = written - self._half
+        if start < written:
+            piece = text[start:] if start else text
+            self._tail.append(piece)
+            self._tail_len += len(piece)
             self._trim_tail()
         return written
 
@@ -267,7 +272,11 @@ def _describe_exception(error: BaseException, code: str) -> str:
 
 
 def _apply_limits(limits: dict[str, Any]) -> None:
-    """Set the per-process resource limits the parent asked for (before any model code runs)."""
+    """Set the per-process resource limits the parent asked for (before any model code runs).
+
+    ``RLIMIT_NPROC`` counts every process of the user id, and root ignores it: it only bounds a fork
+    bomb once isolation has dropped the worker to a user id of its own.
+    """
     import resource
 
     names = {
@@ -275,6 +284,7 @@ def _apply_limits(limits: dict[str, Any]) -> None:
         "cpu_seconds": resource.RLIMIT_CPU,
         "file_size_bytes": resource.RLIMIT_FSIZE,
         "core_bytes": resource.RLIMIT_CORE,
+        "processes": resource.RLIMIT_NPROC,
     }
     for key, which in names.items():
         value = limits.get(key)
@@ -289,9 +299,34 @@ def _raise_timeout(signum: int, frame: Any) -> None:
     raise _StepTimeout()
 
 
+def _load_isolation_module() -> Any:
+    """Load ``isolation.py`` from beside this file: the worker runs as a script, outside the package."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py")
+    spec = importlib.util.spec_from_file_location("_agentdistill_sandbox_isolation", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _isolate(init: dict[str, Any]) -> tuple[str, str | None]:
+    """Apply the isolation the parent asked for; returns the level reached and why it is lower."""
+    if not init.get("isolate"):
+        return "process", "isolation was not requested"
+    isolation = _load_isolation_module()
+    try:
+        level = isolation.isolate(os.getcwd(), scratch_bytes=int(init.get("scratch_bytes", 64 * 1024**2)))
+    except OSError as error:
+        return "process", str(error)
+    return level, None if level == isolation.NAMESPACES else "namespaces need root (euid 0)"
+
+
 def main(in_fd: int, out_fd: int) -> None:
     """Serve ``exec`` frames from ``in_fd`` until the parent closes the pipe; answer on ``out_fd``."""
     init = read_frame(in_fd)
+    level, detail = _isolate(init)
     _apply_limits(init.get("limits", {}))
     signal.signal(signal.SIGALRM, _raise_timeout)
     call_ids = iter(range(1, 1 << 62))
@@ -308,7 +343,8 @@ def main(in_fd: int, out_fd: int) -> None:
         return reply.get("value")
 
     runner = CellRunner(init.get("tools", []), call_tool, init.get("allowed_imports"), int(init["output_limit"]))
-    write_frame(out_fd, {"op": "ready", "pid": os.getpid()})
+    worker_pid = os.getpid()
+    write_frame(out_fd, {"op": "ready", "pid": worker_pid, "isolation": level, "detail": detail})
     while True:
         try:
             message = read_frame(in_fd)
@@ -317,6 +353,8 @@ def main(in_fd: int, out_fd: int) -> None:
         if message["op"] != "exec":
             continue  # e.g. a tool result that arrived after its cell timed out
         outcome = runner.run(str(message["code"]), float(message["timeout_s"]))
+        if os.getpid() != worker_pid:
+            os._exit(0)  # a process that model code forked finished the cell: only the worker may answer
         write_frame(out_fd, {"op": "result", **outcome})
 
 
