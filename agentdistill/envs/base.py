@@ -215,6 +215,12 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
             return index
         return int(self.np_random.integers(total if total is not None else UNLIMITED_TASK_SEEDS))
 
+    def _build_sandbox(self) -> None:
+        """Build the sandbox now, at construction, so that a backend that cannot serve this env (an
+        E2B VM cannot call tools that live in this process) fails here, not at the first step. Every
+        env calls it at the end of ``__init__``, once its tools exist; it starts no process."""
+        self._ensure_sandbox()
+
     def _ensure_sandbox(self) -> Sandbox:
         if self._sandbox is None:
             self._sandbox = make_sandbox(

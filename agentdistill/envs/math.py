@@ -51,6 +51,7 @@ class AgentMathEnv(CodeActEnv):
         self.task_name = task_name
         self._grader = MathGrader(rel_tol=rel_tol, timeout_s=grade_timeout_s)
         self.tasks = load_split(task_name, "math", data_path, split, max_tasks)
+        self._build_sandbox()
 
     @property
     def num_tasks(self) -> int:

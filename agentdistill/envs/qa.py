@@ -67,6 +67,7 @@ class AgentQAEnv(CodeActEnv):
         self._grader = QAGrader(metric=reward, judge=judge)
         self.tasks = load_split(task_name, "qa", data_path, split, max_tasks)
         self.web_search.retriever = self._build_retriever(retriever, corpus, data_path)
+        self._build_sandbox()
 
     @property
     def num_tasks(self) -> int:

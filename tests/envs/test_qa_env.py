@@ -138,3 +138,11 @@ def test_musique_answer_is_findable_by_search() -> None:
         assert task.answer in observation
     finally:
         env.close()
+
+
+def test_e2b_sandbox_is_refused_at_construction_for_tools_that_live_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentdistill.envs.tools.sandbox import SandboxUnavailableError
+
+    monkeypatch.setenv("E2B_API_KEY", "e2b_test_key_never_sent")  # no network call happens at construction
+    with pytest.raises(SandboxUnavailableError, match="web_search"):
+        AgentQAEnv("HotpotQA", data_path=HOTPOT, max_tasks=2, sandbox="e2b")

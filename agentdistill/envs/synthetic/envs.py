@@ -71,6 +71,7 @@ class SyntheticQAEnv(_SyntheticEnv):
         super().__init__(split=split, **kwargs)
         self.web_search = WebSearchTool(None, top_k)
         self._grader = QAGrader(metric="em")
+        self._build_sandbox()
 
     @property
     def grader(self) -> Grader:
@@ -104,6 +105,7 @@ class SyntheticMathEnv(_SyntheticEnv):
     def __init__(self, *, split: SyntheticSplit = "train", **kwargs: Any) -> None:
         super().__init__(split=split, **kwargs)
         self._grader = MathGrader()
+        self._build_sandbox()
 
     @property
     def grader(self) -> Grader:
