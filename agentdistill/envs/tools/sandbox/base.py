@@ -29,7 +29,7 @@ class SandboxLimits:
     memory_bytes: int | None = 4 * 1024**3
     cpu_seconds: int | None = 600
     file_size_bytes: int | None = 64 * 1024**2
-    processes: int | None = 32
+    processes: int | None = 64
     scratch_bytes: int = 64 * 1024**2
     output_chars: int = 100_000
 
@@ -79,6 +79,20 @@ class ExecutionResult:
     state_lost: bool = False
     tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
     duration_s: float = 0.0
+
+    @classmethod
+    def state_reset(
+        cls, reason: str, *, timed_out: bool, tool_calls: tuple[ToolCall, ...] = (), duration_s: float = 0.0
+    ) -> ExecutionResult:
+        """A step whose worker had to be replaced: ``reason`` plus the news that the state is gone."""
+        return cls(
+            logs="",
+            error=reason + " Its state was reset: variables from earlier steps are gone.",
+            timed_out=timed_out,
+            state_lost=True,
+            tool_calls=tool_calls,
+            duration_s=duration_s,
+        )
 
     @property
     def is_final(self) -> bool:

@@ -312,13 +312,7 @@ class E2BSandbox:
             )
         else:
             reason = f"The E2B sandbox could not run the code ({_describe_failure(failure)})."
-        return ExecutionResult(
-            logs="",
-            error=reason + " Its state was reset: variables from earlier steps are gone.",
-            timed_out=timed_out,
-            state_lost=True,
-            duration_s=duration_s,
-        )
+        return ExecutionResult.state_reset(reason, timed_out=timed_out, duration_s=duration_s)
 
 
 def _tools_message(names: Sequence[str]) -> str:

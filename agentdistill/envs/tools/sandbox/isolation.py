@@ -1,17 +1,18 @@
-"""Linux isolation for the sandbox worker: namespaces, a private /tmp, an unprivileged user.
+"""Linux isolation for the sandbox: namespaces, a private /tmp, an unprivileged user.
 
-Runs inside the worker process (standard library only, loaded by ``worker.py`` from this file) before
-any model code. With root (as in CI and most containers) the worker:
+Runs inside the sandbox's processes (standard library only, loaded by ``zygote.py`` from this file)
+before any model code. With root (as in CI and most containers):
 
-1. ``unshare``s new network, mount, PID, IPC and UTS namespaces: no network at all (not even the host's
-   loopback), no view of the host's processes;
-2. makes its mounts private and puts fresh size-limited tmpfs over ``/tmp``, ``/var/tmp`` and
-   ``/dev/shm``, then binds its own work directory back in, so scratch writes never reach the host;
-3. forks: the child is PID 1 of the new PID namespace, so when it dies the kernel kills every process
-   model code started, even one that left the process group; the outer process only waits and passes
-   the child's exit status on;
-4. in the child, mounts a /proc that shows only the namespace, hands the work directory to a user id
-   of its own (unique while the worker lives: a base plus the outer pid), and drops to that user, so
+1. the zygote ``unshare``s new network, mount, IPC and UTS namespaces once: no network at all (not even
+   the host's loopback) for it and every episode it forks;
+2. each episode process unshares a PID and a mount namespace of its own, puts fresh size-limited tmpfs
+   over ``/tmp``, ``/var/tmp`` and ``/dev/shm`` and binds its work directory back in, so scratch
+   writes never reach the host or the next episode;
+3. it forks: the child is PID 1 of the episode's PID namespace, so when it dies the kernel kills every
+   process model code started, even one that left the process group; the outer process only waits
+   and passes the child's exit status on;
+4. the child mounts a /proc that shows only the namespace, hands the work directory to a user id
+   of its sandbox (unique while the sandbox lives: a base plus the zygote's pid), and drops to that user, so
    writes outside the work directory are refused by plain file permissions, other processes (the env
    included) cannot be signalled or inspected, and ``RLIMIT_NPROC`` counts this worker's processes only.
    It keeps one capability, ``CAP_DAC_READ_SEARCH`` (read any file), because the interpreter and its
@@ -47,7 +48,7 @@ CAP_DAC_READ_SEARCH = 2
 _CAPABILITY_VERSION_3 = 0x20080522
 
 SANDBOX_UID_BASE = 1_000_000_000
-"""User ids of sandboxes start here, far from real accounts; the outer worker pid is added."""
+"""User ids of sandboxes start here, far from real accounts; the zygote's pid is added."""
 
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 NAMESPACES = "namespaces"
@@ -58,18 +59,36 @@ class IsolationError(OSError):
     """A step of the isolation set-up failed; the message names the step."""
 
 
-def isolate(workdir: str, *, scratch_bytes: int) -> str:
-    """Isolate this process as described in the module docstring; returns the level reached.
+def isolate_zygote() -> str:
+    """In the zygote, once: new network, mount, IPC and UTS namespaces, with private mounts.
 
-    Returns :data:`NAMESPACES` in the (forked) child that goes on to run model code, or
-    :data:`PROCESS_ONLY` when not root. Raises :class:`IsolationError` if a step fails part-way; the
-    outer process never returns (it exits with the child's status).
+    Returns :data:`NAMESPACES`, or :data:`PROCESS_ONLY` when not root. Raises :class:`IsolationError`
+    when the kernel refuses (the zygote then reports the weaker level).
     """
     if os.geteuid() != 0:
         return PROCESS_ONLY
-    libc = ctypes.CDLL(None, use_errno=True)
-    _check(libc.unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    return NAMESPACES
+
+
+def enter_episode(workdir: str, *, level: str, uid: int, scratch_bytes: int) -> None:
+    """In a process the zygote just forked: become the isolated home of one episode.
+
+    With :data:`NAMESPACES`, this process unshares a PID and a mount namespace, mounts fresh tmpfs
+    scratch space, binds ``workdir`` back in and forks; the outer process then only waits and ends
+    like its child (it never returns), and the child, PID 1 of the episode, mounts its own /proc and
+    drops to ``uid``. With :data:`PROCESS_ONLY`, it only starts a new session and enters ``workdir``.
+    Either way the episode dies with its parent.
+    """
+    libc = _libc()
+    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "die with the zygote")
+    os.setsid()
+    if level != NAMESPACES:
+        os.chdir(workdir)
+        return
+    _check(libc.unshare(CLONE_NEWPID | CLONE_NEWNS), "unshare the episode")
     workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     for scratch in SCRATCH_DIRS:
         if os.path.isdir(scratch):
@@ -78,7 +97,6 @@ def isolate(workdir: str, *, scratch_bytes: int) -> str:
     os.makedirs(workdir, exist_ok=True)
     _check(libc.mount(f"/proc/self/fd/{workdir_fd}".encode(), workdir.encode(), None, MS_BIND, None), "bind workdir")
     os.close(workdir_fd)
-    uid = SANDBOX_UID_BASE + os.getpid()
     child = os.fork()
     if child:
         _wait_and_exit_like(child)
@@ -88,7 +106,10 @@ def isolate(workdir: str, *, scratch_bytes: int) -> str:
     _become_unprivileged(libc, uid)
     # armed last: a change of user id clears the parent-death signal
     _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "die with the outer process")
-    return NAMESPACES
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class _CapabilityHeader(ctypes.Structure):

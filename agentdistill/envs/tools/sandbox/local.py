@@ -1,39 +1,52 @@
-"""The default sandbox: a separate Python process per episode, on this machine.
+"""The default sandbox: model code runs in isolated worker processes on this machine.
 
-Each worker runs in its own session (process group) with a private temporary working directory, a
-scrubbed environment (no API keys from the parent) and rlimits on memory, CPU time, file size and
-processes. Where the platform allows (root on Linux), it also isolates itself in namespaces under a
-user id of its own (see ``isolation.py``): no network, no writes outside its directory, no view of
-other processes. Where it cannot, it says so loudly (a :class:`SandboxIsolationWarning` and the level in
-:attr:`LocalSandbox.isolation`), never silently. A step that overruns its timeout is stopped by an alarm
-inside the worker; a worker that still does not answer is killed with its whole process group and
-replaced. Tools stay in this process and are called through the pipe, so the retriever is never loaded
-(or trusted) inside the sandbox.
+A :class:`LocalSandbox` starts one *zygote* (``zygote.py``): a Python process that isolates itself,
+imports the modules model code may use, and forks one worker per episode, so a fresh episode costs a
+fork rather than an interpreter start. Each episode worker runs in its own session with a private
+working directory, a scrubbed environment (no API keys from the parent) and rlimits on memory, CPU
+time, file size and processes. Where the platform allows (root on Linux) it is also isolated in
+namespaces under a user id of its own (``isolation.py``): no network, no writes outside its directory,
+no view of other processes. Where it cannot be, the sandbox says so loudly (a
+:class:`SandboxIsolationWarning` and the level in :attr:`LocalSandbox.isolation`), never silently.
+
+A step that overruns its timeout is stopped by an alarm inside the worker (the episode's variables
+survive); a worker that still does not answer is killed with everything it started and the next step
+starts a fresh episode state. Tools stay in this process and are called over the worker's socket with
+JSON frames, so the retriever is never loaded (or trusted) inside the sandbox.
+
+For self-consistent action generation (SAG), :meth:`LocalSandbox.run_candidates` runs several cells
+from the same episode state, each in a forked copy of the worker, without changing that state;
+:meth:`LocalSandbox.adopt` then makes one candidate's resulting state the episode's, so the winning
+cell never runs twice.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Literal, Mapping
+from typing import Any, Collection, Literal, Mapping, Sequence
 
-from agentdistill.envs.tools.sandbox import worker as worker_module
+from agentdistill.envs.tools.sandbox import zygote as zygote_module
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, SandboxLimits, ToolCall, ToolFunction
 from agentdistill.envs.tools.sandbox.worker import ProtocolError, read_frame, write_frame
 
 _PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-"""Variables the worker may see: locale, search path and CPU-correctness settings, never secrets."""
+"""Variables the workers may see: locale, search path and CPU-correctness settings, never secrets."""
 
-_STARTUP_TIMEOUT_S = 30.0
+_STARTUP_TIMEOUT_S = 60.0
+_CONTROL_BUFFER = 1 << 16
 
 IsolationMode = Literal["auto", "namespaces", "process"]
 
@@ -47,53 +60,94 @@ class SandboxIsolationError(RuntimeError):
 
 
 @dataclass
-class _Worker:
-    process: subprocess.Popen[bytes]
-    to_worker: int
-    from_worker: int
+class _Channel:
+    """This side of one worker's link: frames on ``data``, descriptors for candidates on ``fds``."""
+
+    data: socket.socket
+    fds: socket.socket
+    pids: tuple[int, ...] = ()  # candidates this worker forked, as its own namespace numbers them
+
+    def close(self) -> None:
+        self.data.close()
+        self.fds.close()
+
+
+def _channel_pair() -> tuple[_Channel, tuple[socket.socket, socket.socket]]:
+    """Our end of a new worker link, and the two sockets that go to the worker."""
+    data_ours, data_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fds_ours, fds_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return _Channel(data_ours, fds_ours), (data_theirs, fds_theirs)
+
+
+@dataclass
+class _Candidate:
+    channel: _Channel | None
+    result: ExecutionResult
+
+
+@dataclass
+class _Episode:
+    """One episode's processes: the worker serving it, the earlier workers whose state was replaced by
+    an adopted candidate (kept idle: in a PID namespace the first one is the init of them all), and
+    the live candidates of the last :meth:`LocalSandbox.run_candidates`."""
+
+    pid: int
     workdir: Path
+    current: _Channel
+    ancestors: list[_Channel] = field(default_factory=list)
+    candidates: list[_Candidate] = field(default_factory=list)
+
+    def channels(self) -> list[_Channel]:
+        live = [candidate.channel for candidate in self.candidates if candidate.channel is not None]
+        return [self.current, *self.ancestors, *live]
+
+
+@dataclass
+class _Zygote:
+    process: subprocess.Popen[bytes]
+    control: socket.socket
     isolation: str
 
 
-def _stop_worker(worker: _Worker) -> None:
-    """Kill the worker's process group, reap it, close the pipes and remove its directory."""
+@dataclass
+class _Resources:
+    """Everything a sandbox holds, so that a finalizer can release it even if ``close`` is never called."""
+
+    zygote: _Zygote | None = None
+    episode: _Episode | None = None
+
+
+def _stop_episode(episode: _Episode) -> None:
+    """Kill an episode's processes (its session; its PID namespace follows) and remove its directory."""
     try:
-        os.killpg(worker.process.pid, signal.SIGKILL)
+        os.killpg(episode.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    try:
-        worker.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    for fd in (worker.to_worker, worker.from_worker):
+    for channel in episode.channels():
+        channel.close()
+    shutil.rmtree(episode.workdir, ignore_errors=True)
+
+
+def _release(resources: _Resources) -> None:
+    if resources.episode is not None:
+        _stop_episode(resources.episode)
+        resources.episode = None
+    if resources.zygote is not None:
+        zygote = resources.zygote
+        resources.zygote = None
+        zygote.control.close()  # the zygote reads EOF and exits; its episodes die with it
         try:
-            os.close(fd)
-        except OSError:
+            os.killpg(zygote.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
-    shutil.rmtree(worker.workdir, ignore_errors=True)
-
-
-class _WorkerSlot:
-    """Holds the current worker, and stops it when the slot is cleared or garbage-collected."""
-
-    def __init__(self) -> None:
-        self.worker: _Worker | None = None
-        self._finalizer: weakref.finalize | None = None
-
-    def set(self, worker: _Worker) -> None:
-        self.clear()
-        self.worker = worker
-        self._finalizer = weakref.finalize(self, _stop_worker, worker)
-
-    def clear(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-        self.worker = None
-        self._finalizer = None
+        try:
+            zygote.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class LocalSandbox:
-    """Runs cells in a local worker process; see the module docstring for what is contained.
+    """Runs cells in isolated local worker processes; see the module docstring for what is contained.
 
     Args:
         tools: functions model code may call by name; they run in this process.
@@ -101,7 +155,10 @@ class LocalSandbox:
         limits: resource limits and timeouts.
         isolation: ``"auto"`` (namespaces where possible, else a warning and plain processes),
             ``"namespaces"`` (refuse to run without them) or ``"process"`` (never try).
-        python: the interpreter that runs the worker (defaults to this one, so the same packages).
+        preload: modules the zygote imports once so episodes start with them (default: the allowed
+            imports). Each costs memory in the zygote, once per sandbox.
+        max_parallel: how many SAG candidates run at once (default: the number of CPUs).
+        python: the interpreter that runs the workers (defaults to this one, so the same packages).
     """
 
     def __init__(
@@ -111,119 +168,178 @@ class LocalSandbox:
         allowed_imports: Collection[str] | None = None,
         limits: SandboxLimits | None = None,
         isolation: IsolationMode = "auto",
+        preload: Collection[str] | None = None,
+        max_parallel: int | None = None,
         python: str = sys.executable,
     ) -> None:
         if isolation not in ("auto", "namespaces", "process"):
             raise ValueError(f"isolation must be 'auto', 'namespaces' or 'process', got {isolation!r}")
+        if max_parallel is not None and max_parallel < 1:
+            raise ValueError(f"max_parallel must be a positive int or None, got {max_parallel!r}")
         self.isolation_mode: IsolationMode = isolation
-        self._warned = False
         self._tools = dict(tools or {})
         self._allowed_imports = None if allowed_imports is None else sorted(allowed_imports)
+        self._preload = sorted(preload) if preload is not None else list(self._allowed_imports or [])
         self.limits = limits or SandboxLimits()
+        self.max_parallel = max_parallel or os.cpu_count() or 1
         self._python = python
-        self._slot = _WorkerSlot()
+        self._resources = _Resources()
+        self._finalizer = weakref.finalize(self, _release, self._resources)
 
-    def run(self, code: str) -> ExecutionResult:
-        """Run ``code`` in the episode's worker, starting one if needed."""
-        started = time.monotonic()
-        worker = self._slot.worker or self._start_worker()
-        deadline = started + self.limits.step_timeout_s + self.limits.kill_grace_s
-        tool_calls: list[ToolCall] = []
-        try:
-            write_frame(worker.to_worker, {"op": "exec", "code": code, "timeout_s": self.limits.step_timeout_s})
-            while True:
-                message = read_frame(worker.from_worker, deadline)
-                if message["op"] == "result":
-                    return self._result_from(message, tool_calls, time.monotonic() - started)
-                if message["op"] == "tool_call":
-                    self._answer_tool_call(worker, message, tool_calls)
-        except (ProtocolError, OSError) as failure:
-            return self._recover(worker, failure, tool_calls, time.monotonic() - started)
-
-    def reset(self) -> None:
-        """Replace the worker with a fresh process and directory, ready for the next :meth:`run`."""
-        self._slot.clear()
-        self._start_worker()
+    # --- the Sandbox interface ------------------------------------------------------------------
 
     @property
     def isolation(self) -> str:
-        """The isolation in force: ``"namespaces"`` or ``"process"`` (before a worker starts: the mode
-        asked for)."""
-        return self._slot.worker.isolation if self._slot.worker else self.isolation_mode
+        """The isolation in force: ``"namespaces"`` or ``"process"`` (before the zygote starts: the
+        mode asked for)."""
+        zygote = self._resources.zygote
+        return zygote.isolation if zygote else self.isolation_mode
+
+    def run(self, code: str) -> ExecutionResult:
+        """Run ``code`` in the episode's worker, starting an episode if none is live."""
+        started = time.monotonic()
+        episode = self._resources.episode or self._start_episode()
+        self._discard_candidates(episode)
+        tool_calls: list[ToolCall] = []
+        deadline = started + self.limits.step_timeout_s + self.limits.kill_grace_s
+        try:
+            write_frame(episode.current.data.fileno(), self._exec_frame(code))
+            message = self._await_result(episode.current, deadline, tool_calls)
+        except (ProtocolError, OSError) as failure:
+            return self._lost_episode(episode, failure, tool_calls, time.monotonic() - started)
+        return self._result_from(message, tool_calls, time.monotonic() - started)
+
+    def reset(self) -> None:
+        """Replace the episode with a fresh one (a forked worker, a new directory), ready to run."""
+        self._end_episode()
+        self._start_episode()
 
     def close(self) -> None:
-        """Stop the worker and remove its directory."""
-        self._slot.clear()
+        """Stop every process of this sandbox and remove its directories. Safe to call twice."""
+        self._finalizer()
+
+    # --- SAG candidates ---------------------------------------------------------------------------
+
+    def run_candidates(self, codes: Sequence[str]) -> list[ExecutionResult]:
+        """Run each cell in its own copy of the current episode state, ``max_parallel`` at a time.
+
+        The episode state does not change. Each candidate keeps its resulting state until the next
+        :meth:`run`, :meth:`run_candidates` or :meth:`reset`; :meth:`adopt` makes one of them the
+        episode's state. Results come back in the order of ``codes``.
+        """
+        episode = self._resources.episode or self._start_episode()
+        self._discard_candidates(episode)
+        for start in range(0, len(codes), self.max_parallel):
+            batch = list(codes[start : start + self.max_parallel])
+            try:
+                episode.candidates += self._run_batch(episode, batch)
+            except (ProtocolError, OSError) as failure:
+                lost = self._lost_episode(episode, failure, [], 0.0)
+                failed = len(codes) - len(episode.candidates)
+                episode.candidates += [_Candidate(None, lost) for _ in range(failed)]
+                break
+        return [candidate.result for candidate in episode.candidates]
+
+    def adopt(self, index: int) -> None:
+        """Make candidate ``index`` of the last :meth:`run_candidates` the episode's state."""
+        episode = self._resources.episode
+        if episode is None or not 0 <= index < len(episode.candidates):
+            count = len(episode.candidates) if episode else 0
+            raise ValueError(f"no candidate {index!r} to adopt: the last run_candidates left {count}")
+        chosen = episode.candidates[index]
+        if chosen.channel is None:
+            raise ValueError(f"candidate {index} cannot be adopted: its process did not survive its cell")
+        episode.candidates[index] = _Candidate(None, chosen.result)
+        self._discard_candidates(episode)
+        episode.ancestors.append(episode.current)
+        episode.current = chosen.channel
+
+    # --- diagnostics ------------------------------------------------------------------------------
 
     @property
     def worker_pid(self) -> int | None:
-        """The pid of the live worker, if any (for tests and diagnostics)."""
-        return self._slot.worker.process.pid if self._slot.worker else None
+        """The host pid of the live episode's process (its session leader), if any."""
+        return self._resources.episode.pid if self._resources.episode else None
 
     @property
     def workdir(self) -> Path | None:
-        """The live worker's private working directory, if any."""
-        return self._slot.worker.workdir if self._slot.worker else None
+        """The live episode's private working directory, as this process sees it."""
+        return self._resources.episode.workdir if self._resources.episode else None
 
-    def _start_worker(self) -> _Worker:
-        workdir = Path(tempfile.mkdtemp(prefix="agentdistill-sandbox-"))
-        parent_to_child_r, parent_to_child_w = os.pipe()
-        child_to_parent_r, child_to_parent_w = os.pipe()
+    # --- internals --------------------------------------------------------------------------------
+
+    def _exec_frame(self, code: str) -> dict[str, Any]:
+        return {"op": "exec", "code": code, "timeout_s": self.limits.step_timeout_s}
+
+    def _zygote(self) -> _Zygote:
+        if self._resources.zygote is None:
+            self._resources.zygote = self._start_zygote()
+        return self._resources.zygote
+
+    def _start_zygote(self) -> _Zygote:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            process = subprocess.Popen(  # noqa: S603 - fixed argv: our interpreter and our worker script
-                [self._python, "-I", worker_module.__file__, str(parent_to_child_r), str(child_to_parent_w)],
+            process = subprocess.Popen(  # noqa: S603 - fixed argv: our interpreter and our zygote script
+                [self._python, "-I", zygote_module.__file__, str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                cwd=workdir,
-                env=self._worker_environment(workdir),
+                cwd=tempfile.gettempdir(),
+                env=self._worker_environment(),
                 start_new_session=True,
-                pass_fds=(parent_to_child_r, child_to_parent_w),
+                pass_fds=(theirs.fileno(),),
             )
         finally:
-            os.close(parent_to_child_r)
-            os.close(child_to_parent_w)
-        worker = _Worker(process, parent_to_child_w, child_to_parent_r, workdir, isolation="starting")
-        self._slot.set(worker)
-        write_frame(
-            worker.to_worker,
-            {
-                "op": "init",
-                "tools": sorted(self._tools),
-                "allowed_imports": self._allowed_imports,
-                "limits": self.limits.as_worker_limits(),
-                "output_limit": self.limits.output_chars,
-                "isolate": self.isolation_mode != "process",
-                "scratch_bytes": self.limits.scratch_bytes,
-            },
-        )
-        ready = read_frame(worker.from_worker, time.monotonic() + _STARTUP_TIMEOUT_S)
-        if ready["op"] != "ready":
-            raise ProtocolError(f"worker sent {ready['op']!r} instead of 'ready' at start-up")
-        worker.isolation = str(ready.get("isolation", "process"))
-        self._check_isolation(worker, ready.get("detail"))
-        return worker
+            theirs.close()
+        init = {
+            "tools": sorted(self._tools),
+            "allowed_imports": self._allowed_imports,
+            "preload": self._preload,
+            "limits": self.limits.as_worker_limits(),
+            "output_limit": self.limits.output_chars,
+            "isolate": self.isolation_mode != "process",
+            "scratch_bytes": self.limits.scratch_bytes,
+        }
+        zygote = _Zygote(process, ours, isolation="starting")
+        self._resources.zygote = zygote
+        ready = self._control_request(zygote, init, _STARTUP_TIMEOUT_S)
+        if ready.get("op") != "ready":
+            raise ProtocolError(f"the sandbox zygote sent {ready.get('op')!r} instead of 'ready'")
+        zygote.isolation = str(ready.get("isolation", "process"))
+        self._check_isolation(zygote.isolation, ready.get("detail"))
+        return zygote
 
-    def _check_isolation(self, worker: _Worker, detail: object) -> None:
-        """Refuse or warn when the worker is less isolated than asked; never degrade silently."""
-        if worker.isolation == "namespaces" or self.isolation_mode == "process":
+    def _control_request(
+        self, zygote: _Zygote, message: dict[str, Any], timeout_s: float, descriptors: Sequence[int] = ()
+    ) -> dict[str, Any]:
+        payload = json.dumps(message).encode("ascii")
+        if descriptors:
+            socket.send_fds(zygote.control, [payload], list(descriptors))
+        else:
+            zygote.control.send(payload)
+        if not select.select([zygote.control], [], [], timeout_s)[0]:
+            raise ProtocolError(f"the sandbox zygote did not answer {message['op']!r} within {timeout_s:g} s")
+        reply = zygote.control.recv(_CONTROL_BUFFER)
+        if not reply:
+            raise ProtocolError("the sandbox zygote exited")
+        return dict(json.loads(reply))
+
+    def _check_isolation(self, level: str, detail: object) -> None:
+        """Refuse or warn when the sandbox is less isolated than asked; never degrade silently."""
+        if level == "namespaces" or self.isolation_mode == "process":
             return
         message = (
             f"the code sandbox runs without namespace isolation ({detail}): model code can reach the "
             "network and write wherever this user can. Run as root on Linux, or in a container or VM."
         )
         if self.isolation_mode == "namespaces":
-            self._slot.clear()
+            self.close()
             raise SandboxIsolationError(message)
-        if not self._warned:
-            self._warned = True
-            warnings.warn(message, SandboxIsolationWarning, stacklevel=4)
+        warnings.warn(message, SandboxIsolationWarning, stacklevel=5)
 
-    def _worker_environment(self, workdir: Path) -> dict[str, str]:
+    def _worker_environment(self) -> dict[str, str]:
         environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
         environment.update(
-            HOME=str(workdir),
-            TMPDIR=str(workdir),
             PYTHONDONTWRITEBYTECODE="1",
             OMP_NUM_THREADS="1",
             OPENBLAS_NUM_THREADS="1",
@@ -231,7 +347,106 @@ class LocalSandbox:
         )
         return environment
 
-    def _answer_tool_call(self, worker: _Worker, message: dict[str, Any], tool_calls: list[ToolCall]) -> None:
+    def _start_episode(self) -> _Episode:
+        zygote = self._zygote()
+        workdir = Path(tempfile.mkdtemp(prefix="agentdistill-sandbox-"))
+        channel, theirs = _channel_pair()
+        try:
+            reply = self._control_request(
+                zygote,
+                {"op": "spawn", "workdir": str(workdir)},
+                _STARTUP_TIMEOUT_S,
+                [sock.fileno() for sock in theirs],
+            )
+        finally:
+            for sock in theirs:
+                sock.close()
+        episode = _Episode(pid=int(reply["pid"]), workdir=workdir, current=channel)
+        self._resources.episode = episode
+        ready = read_frame(channel.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+        if ready["op"] != "ready":
+            raise ProtocolError(f"the episode worker sent {ready['op']!r} instead of 'ready'")
+        return episode
+
+    def _end_episode(self) -> None:
+        if self._resources.episode is not None:
+            _stop_episode(self._resources.episode)
+            self._resources.episode = None
+
+    def _await_result(self, channel: _Channel, deadline: float, tool_calls: list[ToolCall]) -> dict[str, Any]:
+        """Serve the worker's tool calls until its ``result`` frame arrives."""
+        while True:
+            message = read_frame(channel.data.fileno(), deadline)
+            if message["op"] == "result":
+                return message
+            if message["op"] == "tool_call":
+                self._answer_tool_call(channel, message, tool_calls)
+
+    def _run_batch(self, episode: _Episode, codes: list[str]) -> list[_Candidate]:
+        pairs = [_channel_pair() for _ in codes]
+        main = episode.current
+        write_frame(main.data.fileno(), {"op": "fork", "codes": codes, "timeout_s": self.limits.step_timeout_s})
+        theirs = [sock for _, ends in pairs for sock in ends]
+        try:
+            socket.send_fds(main.fds, [b"fds"], [sock.fileno() for sock in theirs])
+        finally:
+            for sock in theirs:
+                sock.close()
+        forked = read_frame(main.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+        if forked["op"] != "forked":
+            raise ProtocolError(f"the episode worker sent {forked['op']!r} instead of 'forked'")
+        main.pids = tuple(int(pid) for pid in forked["pids"])
+        started = time.monotonic()
+        outcomes = self._collect([channel for channel, _ in pairs], started)
+        stuck = [pid for pid, outcome in zip(main.pids, outcomes) if isinstance(outcome, Exception)]
+        if stuck:
+            write_frame(main.data.fileno(), {"op": "kill", "pids": stuck})
+            read_frame(main.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+        candidates = []
+        for (channel, _), outcome in zip(pairs, outcomes):
+            if isinstance(outcome, Exception):
+                channel.close()
+                candidates.append(_Candidate(None, self._failure_result(outcome, [], time.monotonic() - started)))
+            else:
+                message, calls, duration = outcome
+                candidates.append(_Candidate(channel, self._result_from(message, calls, duration)))
+        return candidates
+
+    def _collect(
+        self, channels: list[_Channel], started: float
+    ) -> list[tuple[dict[str, Any], list[ToolCall], float] | Exception]:
+        """Wait for every candidate's result at once, serving their tool calls as they come."""
+        deadline = started + self.limits.step_timeout_s + self.limits.kill_grace_s
+        outcomes: list[tuple[dict[str, Any], list[ToolCall], float] | Exception | None] = [None] * len(channels)
+        calls: list[list[ToolCall]] = [[] for _ in channels]
+        while any(outcome is None for outcome in outcomes):
+            waiting = {channels[i].data.fileno(): i for i, outcome in enumerate(outcomes) if outcome is None}
+            remaining = deadline - time.monotonic()
+            ready = select.select(list(waiting), [], [], max(remaining, 0))[0] if remaining > 0 else []
+            if not ready:
+                for index in waiting.values():
+                    outcomes[index] = ProtocolError("timed out waiting for the other side")
+                break
+            for fd in ready:
+                index = waiting[fd]
+                try:
+                    message = read_frame(fd, deadline)
+                    if message["op"] == "tool_call":
+                        self._answer_tool_call(channels[index], message, calls[index])
+                    elif message["op"] == "result":
+                        outcomes[index] = (message, calls[index], time.monotonic() - started)
+                except (ProtocolError, OSError) as failure:
+                    outcomes[index] = failure
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _discard_candidates(self, episode: _Episode) -> None:
+        """Close the candidates of the last SAG round: idle ones read EOF and exit."""
+        for candidate in episode.candidates:
+            if candidate.channel is not None:
+                candidate.channel.close()
+        episode.candidates = []
+
+    def _answer_tool_call(self, channel: _Channel, message: dict[str, Any], tool_calls: list[ToolCall]) -> None:
         name = str(message.get("name"))
         args = message.get("args") if isinstance(message.get("args"), list) else []
         kwargs = message.get("kwargs") if isinstance(message.get("kwargs"), dict) else {}
@@ -245,7 +460,7 @@ class LocalSandbox:
             except Exception as error:  # noqa: BLE001 - a tool failure becomes an exception in model code
                 reply["error"] = f"{name} failed: {type(error).__name__}: {error}"
         tool_calls.append(ToolCall(name=name, args=tuple(args), kwargs=dict(kwargs), error=reply["error"]))
-        write_frame(worker.to_worker, reply)
+        write_frame(channel.data.fileno(), reply)
 
     @staticmethod
     def _result_from(message: dict[str, Any], tool_calls: list[ToolCall], duration_s: float) -> ExecutionResult:
@@ -263,25 +478,37 @@ class LocalSandbox:
             duration_s=duration_s,
         )
 
-    def _recover(
-        self, worker: _Worker, failure: Exception, tool_calls: list[ToolCall], duration_s: float
+    def _lost_episode(
+        self, episode: _Episode, failure: Exception, tool_calls: list[ToolCall], duration_s: float
     ) -> ExecutionResult:
-        """The worker hung, died or spoke nonsense: kill it and report the step as failed."""
-        self._slot.clear()
-        code = worker.process.returncode
+        """The episode's worker hung, died or spoke nonsense: end the episode and report why."""
+        ended = None if "timed out" in str(failure) else self._how_it_ended(episode.pid)
+        self._end_episode()
+        return self._failure_result(failure, tool_calls, duration_s, ended)
+
+    def _how_it_ended(self, pid: int) -> dict[str, Any] | None:
+        zygote = self._resources.zygote
+        if zygote is None:
+            return None
+        try:
+            return self._control_request(zygote, {"op": "status", "pid": pid}, 5.0)
+        except (ProtocolError, OSError):
+            return None
+
+    def _failure_result(
+        self,
+        failure: Exception,
+        tool_calls: list[ToolCall],
+        duration_s: float,
+        ended: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
         timed_out = "timed out" in str(failure)
         if timed_out:
             reason = f"Code execution timed out after {self.limits.step_timeout_s:g} seconds and was killed."
-        elif code is not None and code < 0:
-            reason = f"The Python process running the code was killed by signal {signal.Signals(-code).name}."
+        elif ended and ended.get("signal"):
+            reason = f"The Python process running the code was killed by signal {signal.Signals(ended['signal']).name}."
         else:
             reason = f"The Python process running the code stopped unexpectedly ({failure})."
-        return ExecutionResult(
-            logs="",
-            error=reason + " Its state was reset: variables from earlier steps are gone.",
-            timed_out=timed_out,
-            state_lost=True,
-            tool_calls=tuple(tool_calls),
-            duration_s=duration_s,
+        return ExecutionResult.state_reset(
+            reason, timed_out=timed_out, tool_calls=tuple(tool_calls), duration_s=duration_s
         )
-

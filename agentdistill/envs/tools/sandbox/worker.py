@@ -1,13 +1,14 @@
-"""The process that runs model-written code for one episode.
+"""What runs inside an episode's worker process: the cell runner and the frame protocol.
 
-It is started as a plain script (``python -I worker.py``) so that it imports nothing of ours beyond this
-file (standard library only) and starts fast. The parent talks to it over two pipes with length-prefixed
-JSON frames; JSON, not pickle, because the parent must never unpickle what untrusted code could forge.
+The zygote (``zygote.py``) forks one worker per episode and calls :func:`start_episode`; this file is
+loaded there as a plain script module (standard library only), and the parent imports it for the
+framing functions. The parent and a worker talk over a stream socket with length-prefixed JSON
+frames; JSON, not pickle, because the parent must never unpickle what untrusted code could forge.
 
-Frames from the parent: ``init`` (once: tool names, allowed imports, limits), ``exec`` (a cell), and
-``tool_result`` (the answer to one of our ``tool_call`` frames). Frames to the parent: ``ready``,
-``tool_call`` and ``result``. Variables live in one namespace for the life of the process, so they
-survive between the steps of an episode.
+Frames from the parent: ``exec`` (a cell), ``tool_result`` (the answer to one of our ``tool_call``
+frames), ``fork`` (SAG candidates) and ``kill``. Frames to the parent: ``ready``, ``tool_call``,
+``result``, ``forked`` and ``killed``. Variables live in one namespace for the life of the worker, so
+they survive between the steps of an episode.
 """
 
 from __future__ import annotations
@@ -295,68 +296,132 @@ def _apply_limits(limits: dict[str, Any]) -> None:
         resource.setrlimit(which, (soft, soft if key != "cpu_seconds" else hard))
 
 
-def _raise_timeout(signum: int, frame: Any) -> None:
+def raise_step_timeout(signum: int, frame: Any) -> None:
+    """The SIGALRM handler: interrupts the running cell (installed once, in the zygote)."""
     raise _StepTimeout()
 
 
-def _load_isolation_module() -> Any:
-    """Load ``isolation.py`` from beside this file: the worker runs as a script, outside the package."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py")
-    spec = importlib.util.spec_from_file_location("_agentdistill_sandbox_isolation", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# --- serving one episode ----------------------------------------------------------------------------
 
 
-def _isolate(init: dict[str, Any]) -> tuple[str, str | None]:
-    """Apply the isolation the parent asked for; returns the level reached and why it is lower."""
-    if not init.get("isolate"):
-        return "process", "isolation was not requested"
-    isolation = _load_isolation_module()
-    try:
-        level = isolation.isolate(os.getcwd(), scratch_bytes=int(init.get("scratch_bytes", 64 * 1024**2)))
-    except OSError as error:
-        return "process", str(error)
-    return level, None if level == isolation.NAMESPACES else "namespaces need root (euid 0)"
+class Channel:
+    """An episode worker's link to the parent: a stream socket for frames and a datagram socket over
+    which the parent passes the sockets of SAG candidates (descriptors cannot travel in JSON)."""
+
+    def __init__(self, data_fd: int, fds_fd: int) -> None:
+        self.data_fd = data_fd
+        self.fds_fd = fds_fd
+
+    def receive_descriptors(self, count: int) -> list[int]:
+        import socket
+
+        carrier = socket.socket(fileno=os.dup(self.fds_fd))
+        try:
+            _, descriptors, _, _ = socket.recv_fds(carrier, 16, count)
+        finally:
+            carrier.close()
+        if len(descriptors) != count:
+            raise ProtocolError(f"expected {count} descriptors, got {len(descriptors)}")
+        return descriptors
+
+    def close(self) -> None:
+        for fd in (self.data_fd, self.fds_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
-def main(in_fd: int, out_fd: int) -> None:
-    """Serve ``exec`` frames from ``in_fd`` until the parent closes the pipe; answer on ``out_fd``."""
-    init = read_frame(in_fd)
-    level, detail = _isolate(init)
-    _apply_limits(init.get("limits", {}))
-    signal.signal(signal.SIGALRM, _raise_timeout)
-    call_ids = iter(range(1, 1 << 62))
+class EpisodeWorker:
+    """Serves one episode's frames: ``exec`` runs a cell; ``fork`` starts SAG candidates, each a forked
+    copy of this process (so of the episode state) that runs one cell and then serves frames on its own
+    channel, so the parent can adopt it as the episode's new worker; ``kill`` stops candidates."""
 
-    def call_tool(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        call_id = next(call_ids)
-        write_frame(out_fd, {"op": "tool_call", "id": call_id, "name": name, "args": args, "kwargs": kwargs})
+    def __init__(self, channel: Channel, runner_factory: Callable[[Callable[..., Any]], CellRunner]) -> None:
+        self.channel = channel
+        self._call_ids = iter(range(1, 1 << 62))
+        self.runner = runner_factory(self._call_tool)
+
+    def _call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        call_id = next(self._call_ids)
+        data_fd = self.channel.data_fd
+        write_frame(data_fd, {"op": "tool_call", "id": call_id, "name": name, "args": args, "kwargs": kwargs})
         while True:
-            reply = read_frame(in_fd)
+            reply = read_frame(data_fd)
             if reply["op"] == "tool_result" and reply.get("id") == call_id:
                 break
         if reply.get("error") is not None:
             raise RuntimeError(str(reply["error"]))
         return reply.get("value")
 
-    runner = CellRunner(init.get("tools", []), call_tool, init.get("allowed_imports"), int(init["output_limit"]))
-    worker_pid = os.getpid()
-    write_frame(out_fd, {"op": "ready", "pid": worker_pid, "isolation": level, "detail": detail})
-    while True:
+    def run_and_answer(self, code: str, timeout_s: float) -> None:
+        """Run a cell and send its result; a process that model code forked exits instead."""
+        me = os.getpid()
+        outcome = self.runner.run(code, timeout_s)
+        if os.getpid() != me:
+            os._exit(0)  # only the worker may answer, not what the cell forked
+        write_frame(self.channel.data_fd, {"op": "result", **outcome})
+
+    def serve(self) -> None:
+        """Answer frames until the parent closes the channel."""
+        while True:
+            try:
+                message = read_frame(self.channel.data_fd)
+            except ProtocolError:
+                return
+            if message["op"] == "exec":
+                self.run_and_answer(str(message["code"]), float(message["timeout_s"]))
+            elif message["op"] == "fork":
+                self._fork_candidates([str(code) for code in message["codes"]], float(message["timeout_s"]))
+            elif message["op"] == "kill":
+                _kill_and_reap([int(pid) for pid in message["pids"]])
+                write_frame(self.channel.data_fd, {"op": "killed"})
+            # anything else (a tool result that arrived after its cell timed out) is dropped
+
+    def _fork_candidates(self, codes: list[str], timeout_s: float) -> None:
+        descriptors = self.channel.receive_descriptors(2 * len(codes))
+        pids = []
+        for index, code in enumerate(codes):
+            pid = os.fork()
+            if pid == 0:
+                own = Channel(descriptors[2 * index], descriptors[2 * index + 1])
+                for fd in descriptors:
+                    if fd not in (own.data_fd, own.fds_fd):
+                        os.close(fd)
+                self.channel.close()
+                self.channel = own
+                self.run_and_answer(code, timeout_s)
+                self.serve()
+                os._exit(0)
+            pids.append(pid)
+        for fd in descriptors:
+            os.close(fd)
+        write_frame(self.channel.data_fd, {"op": "forked", "pids": pids})
+
+
+def _kill_and_reap(pids: list[int]) -> None:
+    for pid in pids:
         try:
-            message = read_frame(in_fd)
-        except ProtocolError:
-            return
-        if message["op"] != "exec":
-            continue  # e.g. a tool result that arrived after its cell timed out
-        outcome = runner.run(str(message["code"]), float(message["timeout_s"]))
-        if os.getpid() != worker_pid:
-            os._exit(0)  # a process that model code forked finished the cell: only the worker may answer
-        write_frame(out_fd, {"op": "result", **outcome})
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
-if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+def start_episode(
+    init: dict[str, Any], channel: Channel, level: str, detail: str | None
+) -> None:
+    """In a freshly forked episode process: apply limits, build the runner, say ready, serve."""
+    os.environ.update(HOME=os.getcwd(), TMPDIR=os.getcwd())
+    _apply_limits(init.get("limits", {}))
+
+    def make_runner(call_tool: Callable[..., Any]) -> CellRunner:
+        return CellRunner(init.get("tools", []), call_tool, init.get("allowed_imports"), int(init["output_limit"]))
+
+    worker = EpisodeWorker(channel, make_runner)
+    write_frame(channel.data_fd, {"op": "ready", "pid": os.getpid(), "isolation": level, "detail": detail})
+    worker.serve()
