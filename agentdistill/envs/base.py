@@ -102,13 +102,15 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
     def _tool_specs(self) -> Sequence[ToolSpec]:
         """How :meth:`_tools` are described in the system prompt."""
 
-    @property
-    @abc.abstractmethod
-    def grader(self) -> Grader:
-        """Scores a final answer against the task's gold answers."""
-
     allowed_imports: Collection[str] | None = None
     prompt_examples: Sequence[str] = ()
+    _grader: Grader
+    """Set by each task family's ``__init__``: scores a final answer against the gold answers."""
+
+    @property
+    def grader(self) -> Grader:
+        """Scores a final answer against the task's gold answers."""
+        return self._grader
 
     def _prepare_task(self, task: Task) -> None:
         """Hook run at reset before the first step (e.g. a per-task retrieval index)."""
@@ -248,3 +250,16 @@ def _execution_info(result: ExecutionResult) -> dict[str, Any]:
 def _require_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+class SplitEnv(CodeActEnv):
+    """A task family served from a loaded split: a fixed list of tasks in :attr:`tasks`."""
+
+    tasks: list[Task]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def task_at(self, index: int) -> Task:
+        return self.tasks[index]

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from agentdistill.envs.base import CodeActEnv
-from agentdistill.envs.graders import Grader, MathGrader
-from agentdistill.envs.prompts import MATH_EXAMPLES, ToolSpec
+from agentdistill.envs.base import SplitEnv
+from agentdistill.envs.graders import MathGrader
 from agentdistill.envs.imports import MATH_IMPORTS
+from agentdistill.envs.prompts import MATH_EXAMPLES, ToolSpec
 from agentdistill.envs.splits import load_split
-from agentdistill.envs.tasks import Task
 from agentdistill.envs.tools.sandbox.base import ToolFunction
 
 
-class AgentMathEnv(CodeActEnv):
+class AgentMathEnv(SplitEnv):
     """A math task family: each episode asks one problem of the loaded split.
 
     Args:
@@ -52,17 +51,6 @@ class AgentMathEnv(CodeActEnv):
         self._grader = MathGrader(rel_tol=rel_tol, timeout_s=grade_timeout_s)
         self.tasks = load_split(task_name, "math", data_path, split, max_tasks)
         self._build_sandbox()
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
-
-    def task_at(self, index: int) -> Task:
-        return self.tasks[index]
-
-    @property
-    def grader(self) -> Grader:
-        return self._grader
 
     def _tools(self) -> Mapping[str, ToolFunction]:
         return {}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, Mapping, Sequence
 
-from agentdistill.envs.base import CodeActEnv
-from agentdistill.envs.graders import Grader, JudgeFn, QAGrader
+from agentdistill.envs.base import SplitEnv
+from agentdistill.envs.graders import JudgeFn, QAGrader
 from agentdistill.envs.imports import STDLIB_IMPORTS
 from agentdistill.envs.prompts import QA_EXAMPLES, ToolSpec
 from agentdistill.envs.splits import load_split
@@ -27,7 +27,7 @@ from agentdistill.envs.tools.sandbox.base import ToolFunction
 RetrieverSpec = Literal["bm25"] | Retriever
 
 
-class AgentQAEnv(CodeActEnv):
+class AgentQAEnv(SplitEnv):
     """A QA task family: each episode asks one question of the loaded split.
 
     Args:
@@ -68,17 +68,6 @@ class AgentQAEnv(CodeActEnv):
         self.tasks = load_split(task_name, "qa", data_path, split, max_tasks)
         self.web_search.retriever = self._build_retriever(retriever, corpus, data_path)
         self._build_sandbox()
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
-
-    def task_at(self, index: int) -> Task:
-        return self.tasks[index]
-
-    @property
-    def grader(self) -> Grader:
-        return self._grader
 
     @property
     def retriever(self) -> Retriever:

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentdistill.envs.data.errors import RecordProblem
-from agentdistill.envs.data.fields import answer_text, extra_fields, literal_value, record_id, require, string_list, text
+from agentdistill.envs.data.fields import (
+    answer_text,
+    extra_fields,
+    literal_value,
+    record_id,
+    require,
+    string_list,
+    text,
+)
 from agentdistill.envs.tasks import Document, Task
 
 NAME = "musique"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal, Mapping, Sequence
 
 from agentdistill.envs.base import CodeActEnv
-from agentdistill.envs.graders import Grader, MathGrader, QAGrader
+from agentdistill.envs.graders import MathGrader, QAGrader
 from agentdistill.envs.imports import MATH_IMPORTS, STDLIB_IMPORTS
 from agentdistill.envs.prompts import MATH_EXAMPLES, QA_EXAMPLES, ToolSpec
 from agentdistill.envs.synthetic.math import generate_math_task
@@ -73,10 +73,6 @@ class SyntheticQAEnv(_SyntheticEnv):
         self._grader = QAGrader(metric="em")
         self._build_sandbox()
 
-    @property
-    def grader(self) -> Grader:
-        return self._grader
-
     def _generate(self, seed: int) -> Task:
         return generate_qa_task(seed)
 
@@ -106,10 +102,6 @@ class SyntheticMathEnv(_SyntheticEnv):
         super().__init__(split=split, **kwargs)
         self._grader = MathGrader()
         self._build_sandbox()
-
-    @property
-    def grader(self) -> Grader:
-        return self._grader
 
     def _generate(self, seed: int) -> Task:
         return generate_math_task(seed)

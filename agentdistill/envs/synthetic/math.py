@@ -13,8 +13,8 @@ Each template states its operation count (``ops``), the number of arithmetic ste
 from __future__ import annotations
 
 import random
-from math import gcd
 from dataclasses import dataclass
+from math import gcd
 from typing import Any, Callable
 
 from agentdistill.envs.tasks import Task
