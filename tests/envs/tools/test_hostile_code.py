@@ -19,8 +19,8 @@ from agentdistill.envs.tools.sandbox.isolation import SANDBOX_UID_BASE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespace isolation needs root")
 
-REPO = Path(__file__).resolve().parents[3]
-OUTSIDE_FILE = REPO / "hostile-write-test.txt"
+OUTSIDE_FILE = Path.home() / "agentdistill-hostile-write-test.txt"
+"""A host path outside the scratch dirs (the repo itself may sit under /tmp, which the sandbox shadows)."""
 HOST_TMP_FILE = Path("/tmp/agentdistill-hostile-escape.txt")
 SECRET = "agentdistill-test-secret-value"
 

@@ -244,3 +244,4 @@ def test_env_reports_the_isolation_in_force() -> None:
         assert info["isolation"] == "namespaces"
     finally:
         env.close()
+

@@ -364,6 +364,9 @@ class LocalSandbox:
         episode = _Episode(pid=int(reply["pid"]), workdir=workdir, current=channel)
         self._resources.episode = episode
         ready = read_frame(channel.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+        if ready["op"] == "failed":
+            self._end_episode()
+            raise RuntimeError(f"the sandbox could not start an episode: {ready.get('error')}")
         if ready["op"] != "ready":
             raise ProtocolError(f"the episode worker sent {ready['op']!r} instead of 'ready'")
         return episode

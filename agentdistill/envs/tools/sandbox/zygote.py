@@ -106,8 +106,12 @@ class Zygote:
                 )
                 channel = self.worker.Channel(descriptors[0], descriptors[1])
                 self.worker.start_episode(self.init, channel, self.level, self.detail)
-            except BaseException:  # noqa: BLE001 - the episode process must never return into the zygote
+            except BaseException as error:  # noqa: BLE001 - the episode must never return into the zygote
                 code = 70
+                try:
+                    self.worker.write_frame(descriptors[0], {"op": "failed", "error": f"{type(error).__name__}: {error}"})
+                except OSError:
+                    pass
             os._exit(code)
         for fd in descriptors:
             os.close(fd)
