@@ -104,7 +104,7 @@ def _from_json_lines(handle: TextIO, source: str) -> Iterator[Document]:
                 source=source,
                 index=line_number,
             ) from error
-        yield _document(record, source, "line", line_number)
+        yield document_from_record(record, source, "line", line_number)
         count += 1
     if count == 0:
         raise DataFormatError(f"{source}: holds no documents; expected {_EXPECTED}", source=source)
@@ -123,10 +123,14 @@ def _from_json_list(handle: TextIO, source: str) -> Iterator[Document]:
     if not isinstance(records, list) or not records:
         raise DataFormatError(f"{source}: holds no documents; expected {_EXPECTED}", source=source)
     for index, record in enumerate(records):
-        yield _document(record, source, "record", index)
+        yield document_from_record(record, source, "record", index)
 
 
-def _document(record: Any, source: str, unit: str, index: int) -> Document:
+def document_from_record(record: Any, source: str, unit: str, index: int) -> Document:
+    """One corpus record (``{"id", "contents"}`` or ``{"title", "text"}``) as a :class:`Document`.
+
+    ``source``, ``unit`` and ``index`` only shape the error message ("wiki.jsonl: line 7: ...").
+    """
     where = f"{source}: {unit} {index}"
     if not isinstance(record, Mapping):
         raise DataFormatError(
