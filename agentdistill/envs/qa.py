@@ -1,10 +1,11 @@
 """Factual multi-hop QA envs (HotpotQA, Bamboogle, MuSiQue, 2WikiMultiHopQA): search, read, answer.
 
-Model code gets ``web_search(query)``; the retriever runs in the env's process. By default it is a BM25
-index over every context paragraph of the loaded split, pooled, so ``gym.make("AgentQA-HotpotQA-v0")``
-works without the paper's 60 GB Wikipedia index while the answers stay findable. ``corpus=PATH``
-searches a corpus file instead (the Search-R1/FlashRAG ``wiki-18.jsonl`` format or a JSON list of
-``{"title", "text"}``).
+Model code gets ``web_search(query)``; the retriever runs in the env's process (or behind a server).
+By default it is a BM25 index over every context paragraph of the loaded split, pooled, so
+``gym.make("AgentQA-HotpotQA-v0")`` works without the paper's 60 GB Wikipedia index while the answers
+stay findable. ``corpus=PATH`` searches a corpus file instead (the Search-R1/FlashRAG ``wiki-18.jsonl``
+format or a JSON list of ``{"title", "text"}``); ``retriever=`` picks dense e5 + FAISS, a prebuilt
+index directory or a retrieval server URL (see :mod:`agentdistill.envs.tools.retrieval.factory`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from agentdistill.envs.prompts import QA_EXAMPLES, ToolSpec
 from agentdistill.envs.splits import load_split
 from agentdistill.envs.tasks import Document, Task
 from agentdistill.envs.tools.retrieval.base import Retriever
-from agentdistill.envs.tools.retrieval.bm25 import BM25Retriever
 from agentdistill.envs.tools.retrieval.corpus import load_corpus
+from agentdistill.envs.tools.retrieval.factory import RetrieverSpec, make_retriever, uses_env_corpus
 from agentdistill.envs.tools.retrieval.tool import WebSearchTool
 from agentdistill.envs.tools.sandbox.base import ToolFunction
-
-RetrieverSpec = Literal["bm25"] | Retriever
 
 
 class AgentQAEnv(SplitEnv):
@@ -35,8 +34,12 @@ class AgentQAEnv(SplitEnv):
             picks the Hugging Face dataset when ``data_path`` is not given.
         data_path: a local task file in any format :func:`agentdistill.envs.data.load_tasks` reads.
         split: overrides the hub split (ignored with ``data_path``).
-        corpus: a corpus file to search instead of the pooled context paragraphs.
-        retriever: ``"bm25"`` or a ready :class:`Retriever` (then ``corpus`` is not used).
+        corpus: a corpus file to search instead of the pooled context paragraphs (``"bm25"`` and
+            ``"dense"`` only).
+        retriever: ``"bm25"`` (default), ``"dense"``, an index directory, a server URL or a ready
+            :class:`Retriever`; see :func:`~agentdistill.envs.tools.retrieval.factory.make_retriever`.
+        encoder: the sentence-transformers model for ``"dense"`` (default e5-base-v2) or to override
+            an index directory's.
         top_k: documents per search (3 in the paper).
         reward: ``"em"`` (default), ``"f1"`` or ``"judge"`` (needs ``judge``).
         judge: an LLM-judge hook ``(question, prediction, golds) -> score``.
@@ -55,6 +58,7 @@ class AgentQAEnv(SplitEnv):
         split: str | None = None,
         corpus: str | os.PathLike[str] | None = None,
         retriever: RetrieverSpec = "bm25",
+        encoder: str | None = None,
         top_k: int = 3,
         reward: Literal["em", "f1", "judge"] = "em",
         judge: JudgeFn | None = None,
@@ -66,7 +70,7 @@ class AgentQAEnv(SplitEnv):
         self.task_name = task_name
         self._grader = QAGrader(metric=reward, judge=judge)
         self.tasks = load_split(task_name, "qa", data_path, split, max_tasks)
-        self.web_search.retriever = self._build_retriever(retriever, corpus, data_path)
+        self.web_search.retriever = self._build_retriever(retriever, corpus, data_path, encoder)
         self._build_sandbox()
 
     @property
@@ -86,21 +90,26 @@ class AgentQAEnv(SplitEnv):
         retriever: RetrieverSpec,
         corpus: str | os.PathLike[str] | None,
         data_path: str | os.PathLike[str] | None,
+        encoder: str | None,
     ) -> Retriever:
-        if not isinstance(retriever, str):
-            return retriever
-        if retriever != "bm25":
-            raise ValueError(f"retriever must be 'bm25' or a Retriever object, got {retriever!r}")
-        documents = load_corpus(corpus) if corpus is not None else pooled_documents(self.tasks)
-        if not documents:
-            source = data_path if data_path is not None else f"the hub split of {self.task_name}"
+        if corpus is not None and not uses_env_corpus(retriever):
             raise ValueError(
-                f"{self.task_name}: {source} has no context paragraphs to search, so web_search needs a corpus. "
-                "Pass corpus=PATH: a Search-R1/FlashRAG jsonl such as wiki-18.jsonl ({\"id\", \"contents\"}) or "
-                "a JSON list of {\"title\", \"text\"} objects."
+                f"corpus= is searched only by retriever='bm25' or 'dense'; retriever={retriever!r} brings its own"
             )
-        return BM25Retriever(documents)
 
+        def documents() -> list[Document]:
+            found = load_corpus(corpus) if corpus is not None else pooled_documents(self.tasks)
+            if not found:
+                source = data_path if data_path is not None else f"the hub split of {self.task_name}"
+                raise ValueError(
+                    f"{self.task_name}: {source} has no context paragraphs to search, so web_search needs a "
+                    "corpus. Pass corpus=PATH: a Search-R1/FlashRAG jsonl such as wiki-18.jsonl "
+                    '({"id", "contents"}) or a JSON list of {"title", "text"} objects; or retriever= an '
+                    "index directory or a retrieval server URL."
+                )
+            return found
+
+        return make_retriever(retriever, documents=documents, encoder=encoder)
 
 def pooled_documents(tasks: Sequence[Task]) -> list[Document]:
     """Every task's context paragraphs, each distinct (title, text) once, in first-seen order."""

