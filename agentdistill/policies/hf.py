@@ -1,0 +1,374 @@
+"""A :class:`~agentdistill.policies.base.Policy` running a transformers causal LM in this process.
+
+This is the backend that works everywhere (CPU included): tests, the quickstart's scratch students, and
+evaluation or RL of small students where vLLM is not available. Conversations are rendered by the
+tokenizer's chat template, left-padded into batches and decoded with ``model.generate``.
+
+What a :class:`~agentdistill.policies.base.Completion` holds here:
+
+* ``text``: the decoded continuation (special tokens skipped), cut before the first stop string of
+  ``SamplingParams.stop`` (the stop string itself is dropped), then ``<end_code>`` restored by
+  :func:`~agentdistill.policies.base.restore_end_code` when that was the stop.
+* ``token_ids``: the tokens the model sampled for this completion, up to and including the one that ended
+  it: the token that completed the first stop string (so a cut ``<end_code>`` is still in the ids), or the
+  end-of-sequence token, or all ``max_new_tokens`` tokens when the length ran out. Padding after the end is
+  never included. This is what vLLM returns too, so RL trains on the same thing with either backend.
+  ``completion_tokens == len(token_ids)``.
+* ``logprobs``: one per token id, the log-probability of that token under the model's raw next-token
+  distribution (log-softmax of the logits, before temperature and top-p), recorded during generation
+  (vLLM's default ``raw_logprobs`` mode). Greedy or not, they describe the model, not the sampler.
+* ``prompt_token_ids``: the unpadded prompt ids, as the chat template and tokenizer produced them.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
+
+from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams, first_stop, restore_end_code
+
+logger = logging.getLogger(__name__)
+
+PEFT_INSTALL_HINT = "pip install peft"
+
+
+class HFPolicy:
+    """Continues conversations with a transformers ``AutoModelForCausalLM`` (optionally with a PEFT adapter).
+
+    Args:
+        model_or_path: a local directory or hub id to load with ``AutoModelForCausalLM``, or a loaded
+            model. The policy takes the model over: it sets eval mode, moves it to ``device``, replaces its
+            ``generation_config`` by one holding only the special token ids (so a checkpoint's defaults,
+            e.g. Qwen2.5-Instruct's ``top_k=20`` and ``repetition_penalty=1.05``, never change what
+            :class:`SamplingParams` asks for), and :meth:`close` drops it.
+        tokenizer: a tokenizer or its path; defaults to ``model_or_path`` when that is a path. It is
+            copied, then set to left padding (pad = eos when it has no pad token).
+        adapter: path of a PEFT adapter loaded on top with ``peft.PeftModel.from_pretrained``.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        dtype: a torch dtype (or its name) to load or cast the model to; ``None`` or ``"auto"`` keeps the
+            saved one.
+        max_batch_size: at most this many requests go into one ``generate`` call (``n`` rows each).
+        name: the name recorded in trajectories; defaults to ``hf:<path or class>`` (``+lora:<adapter>``).
+
+    Seeds: with ``SamplingParams.seed`` set, chunk ``k`` of a call samples from a generator seeded with
+    ``seed + k`` (the global torch RNG is left untouched), so the same requests, parameters and
+    ``max_batch_size`` give the same completions. A request sampled in another batch gets other samples.
+    Greedy requests with ``n > 1`` are decoded once and the completion repeated.
+
+    A conversation the chat template cannot render fails alone (``finish_reason="error"``); when a whole
+    ``generate`` call raises, its requests are retried one by one so that only the culprits fail.
+    """
+
+    def __init__(
+        self,
+        model_or_path: str | os.PathLike[str] | PreTrainedModel,
+        *,
+        tokenizer: PreTrainedTokenizerBase | str | os.PathLike[str] | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        max_batch_size: int = 32,
+        name: str | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
+        self.device = torch.device(device)
+        self.max_batch_size = max_batch_size
+        self.adapter = os.fspath(adapter) if adapter is not None else None
+        torch_dtype: torch.dtype | str | None = (
+            getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+        )
+
+        if isinstance(model_or_path, (str, os.PathLike)):
+            source = os.fspath(model_or_path)
+            load_options: dict[str, Any] = {"dtype": torch_dtype} if torch_dtype is not None else {}
+            model: Any = AutoModelForCausalLM.from_pretrained(source, **load_options)
+            tokenizer = tokenizer if tokenizer is not None else source
+        else:
+            source = type(model_or_path).__name__
+            model = model_or_path
+            if tokenizer is None:
+                raise ValueError("HFPolicy needs a tokenizer (or its path) when given a loaded model")
+            if isinstance(torch_dtype, torch.dtype):
+                model = model.to(torch_dtype)
+        self.tokenizer = _left_padding_copy(tokenizer)
+        self._stop_ids = _stop_token_ids(model, self.tokenizer)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.generation_config = GenerationConfig(
+            eos_token_id=self._stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=getattr(model.generation_config, "bos_token_id", None),
+        )
+        if self.adapter is not None:
+            model = _load_adapter(model, self.adapter)
+        self._model: Any = model.to(self.device).eval()
+        self.name = name or f"hf:{source}" + (f"+lora:{self.adapter}" if self.adapter else "")
+        self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
+
+    @property
+    def model(self) -> Any:
+        """The model generating (a ``PeftModel`` when an adapter is loaded)."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name} is closed")
+        return self._model
+
+    def generate(self, requests: Sequence[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
+        """``params.n`` completions per request, in request order."""
+        model = self.model
+        requests = list(requests)
+        results: list[list[Completion]] = []
+        for chunk_index, start in enumerate(range(0, len(requests), self.max_batch_size)):
+            chunk = requests[start : start + self.max_batch_size]
+            seed = None if params.seed is None else params.seed + chunk_index
+            results.extend(self._generate_chunk(model, chunk, params, seed))
+        return results
+
+    def close(self) -> None:
+        """Drop the model (and free its accelerator memory); later calls to :meth:`generate` raise."""
+        model, self._model = self._model, None
+        if model is None:
+            return
+        del model
+        self._stop_criteria.clear()
+        gc.collect()
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"HFPolicy({self.name!r}, device={str(self.device)!r})"
+
+    def prompt_ids(self, request: PolicyRequest) -> list[int]:
+        """The prompt of ``request``: ChatML with a new assistant header, or the open partial assistant turn."""
+        messages = [dict(message) for message in request.messages]
+        continues = request.continues_assistant
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=not continues, continue_final_message=continues, tokenize=True
+        )
+        ids = encoded["input_ids"] if not isinstance(encoded, list) else encoded
+        return [int(token_id) for token_id in ids]
+
+    def _generate_chunk(
+        self, model: Any, requests: list[PolicyRequest], params: SamplingParams, seed: int | None
+    ) -> list[list[Completion]]:
+        """Render, batch and decode one chunk; a failing batch is retried request by request."""
+        results: list[list[Completion] | None] = [None] * len(requests)
+        prompts: list[tuple[int, list[int]]] = []
+        for index, request in enumerate(requests):
+            try:
+                prompts.append((index, self.prompt_ids(request)))
+            except Exception as error:  # noqa: BLE001 - one bad conversation fails one episode
+                results[index] = _failed(params, f"{self.name}: cannot render the prompt: {error}")
+        if prompts:
+            try:
+                generated = self._generate_batch(model, [ids for _, ids in prompts], params, seed)
+            except Exception as error:  # noqa: BLE001 - find which requests fail, keep the others
+                if len(prompts) == 1:
+                    generated = [_failed(params, f"{self.name}: {type(error).__name__}: {error}")]
+                else:
+                    logger.warning("HF batch of %d failed (%s); retrying one by one", len(prompts), error)
+                    generated = [
+                        self._generate_chunk(model, [requests[index]], params, seed)[0] for index, _ in prompts
+                    ]
+            for (index, _), completions in zip(prompts, generated):
+                results[index] = completions
+        return [completions if completions is not None else _failed(params, "not generated") for completions in results]
+
+    def _generate_batch(
+        self, model: Any, prompts: list[list[int]], params: SamplingParams, seed: int | None
+    ) -> list[list[Completion]]:
+        """One ``generate`` call over left-padded prompts; ``params.n`` completions per prompt."""
+        samples = 1 if params.greedy else params.n
+        batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
+        prompt_width = batch["input_ids"].shape[1]
+        recorder = _LogprobRecorder(prompt_width)
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy,
+            num_return_sequences=samples,
+            eos_token_id=self._stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+            **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if not params.greedy else {}),
+        )
+        stopping = StoppingCriteriaList([self._stop_criterion(params.stop)]) if params.stop else None
+        with torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices(), enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            sequences = model.generate(
+                **batch,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([recorder]),
+                stopping_criteria=stopping,
+            )
+        logprobs = recorder.finish(sequences)
+        generated = sequences[:, prompt_width:].tolist()
+        results: list[list[Completion]] = []
+        for prompt_index, prompt in enumerate(prompts):
+            completions = []
+            for sample in range(samples):
+                row = prompt_index * samples + sample
+                completions.append(self._completion(prompt, generated[row], logprobs[row], params))
+            results.append(completions * (params.n // samples))
+        return results
+
+    def _completion(
+        self, prompt: list[int], generated: list[int], logprobs: list[float], params: SamplingParams
+    ) -> Completion:
+        """Map one generated row to a Completion: cut at the end token or first stop string (see module doc)."""
+        end = next((position for position, token in enumerate(generated) if token in self._stop_ids), None)
+        body = generated if end is None else generated[:end]
+        decoded = self._decode(body)
+        kept, stopped_on = first_stop(decoded, params.stop)
+        if stopped_on is not None:
+            token_ids = body[: self._tokens_through_stop(body, params.stop)]
+            finish = "stop"
+        elif end is not None:
+            token_ids = generated[: end + 1]
+            finish = "stop"
+        else:
+            token_ids = body
+            # Ended early without an end token or a visible stop: a stop string that straddled the prompt.
+            finish = "length" if len(generated) >= params.max_new_tokens else "stop"
+        return Completion(
+            text=restore_end_code(kept, stopped_on),
+            prompt_tokens=len(prompt),
+            completion_tokens=len(token_ids),
+            finish_reason=finish,
+            token_ids=tuple(token_ids),
+            logprobs=tuple(logprobs[: len(token_ids)]),
+            prompt_token_ids=tuple(prompt),
+        )
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _tokens_through_stop(self, token_ids: list[int], stops: Sequence[str]) -> int:
+        """The fewest leading tokens whose text contains a stop string (binary search: containment only grows)."""
+        low, high = 1, len(token_ids)
+        while low < high:
+            middle = (low + high) // 2
+            if first_stop(self._decode(token_ids[:middle]), stops)[1] is not None:
+                high = middle
+            else:
+                low = middle + 1
+        return high
+
+    def _stop_criterion(self, stops: tuple[str, ...]) -> StopStringCriteria:
+        """transformers' stop-string criterion, built once per stop tuple (it preprocesses the whole vocab)."""
+        criterion = self._stop_criteria.get(stops)
+        if criterion is None:
+            criterion = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
+            self._stop_criteria[stops] = criterion
+        return criterion
+
+    def _rng_devices(self) -> list[int]:
+        if self.device.type == "cuda":
+            return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        return []
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """Records the raw log-probability of each generated token, without keeping every step's full distribution.
+
+    ``generate`` calls logits processors with the raw float32 logits before it applies temperature and top-p
+    (those warpers come after user processors in transformers 5), and with ``input_ids`` that end with the
+    token sampled at the previous step. So each call looks up the previous step's token in the previous
+    step's log-softmax, then keeps only the current one; :meth:`finish` looks up the last token. Positions
+    are keyed by sequence length, so a step that ``generate`` undoes afterwards does no harm. The scores are
+    returned unchanged.
+    """
+
+    def __init__(self, prompt_width: int) -> None:
+        self.prompt_width = prompt_width
+        self.gathered: dict[int, torch.Tensor] = {}
+        self.pending: tuple[int, torch.Tensor] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        length = input_ids.shape[1]
+        self._gather(input_ids, length - 1)
+        self.pending = (length, torch.log_softmax(scores.float(), dim=-1))
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> list[list[float]]:
+        """Per row, the logprob of every generated position of ``sequences``."""
+        self._gather(sequences, sequences.shape[1] - 1)
+        self.pending = None
+        positions = range(self.prompt_width, sequences.shape[1])
+        if not positions:
+            return [[] for _ in range(sequences.shape[0])]
+        missing = [position for position in positions if position not in self.gathered]
+        if missing:
+            raise RuntimeError(f"no logits were recorded for generated positions {missing[:5]}")
+        return torch.stack([self.gathered[position] for position in positions], dim=1).tolist()
+
+    def _gather(self, input_ids: torch.Tensor, position: int) -> None:
+        if self.pending is None or self.pending[0] != position or position >= input_ids.shape[1]:
+            return
+        tokens = input_ids[:, position].to(self.pending[1].device)
+        self.gathered[position] = self.pending[1].gather(1, tokens[:, None]).squeeze(1).cpu()
+
+
+def _left_padding_copy(tokenizer: PreTrainedTokenizerBase | str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """A private tokenizer that pads on the left (decoder-only batching) and has a pad token."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+    else:
+        tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids that end a completion: the model's generation eos ids, the tokenizer's eos, and pad.
+
+    Pad is included because ``generate`` fills finished rows with it; a model sampling pad has ended too.
+    """
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    candidates = configured if isinstance(configured, (list, tuple)) else [configured]
+    for token_id in (*candidates, tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if token_id is not None and int(token_id) not in ids:
+            ids.append(int(token_id))
+    if not ids:
+        raise ValueError("the tokenizer has no eos token and the model's generation config names none")
+    return ids
+
+
+def _load_adapter(model: Any, adapter: str) -> Any:
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise ImportError(f"loading the adapter {adapter!r} needs peft: `{PEFT_INSTALL_HINT}`") from error
+    return PeftModel.from_pretrained(model, adapter)
+
+
+def _failed(params: SamplingParams, error: str) -> list[Completion]:
+    return [Completion.failed(error) for _ in range(params.n)]
