@@ -3,6 +3,9 @@
     agentdistill index build --corpus wiki-18.jsonl --encoder intfloat/e5-base-v2 --index-type flat --out DIR
     agentdistill index info DIR
     agentdistill serve-retriever --index DIR [--host 127.0.0.1] [--port 8000]
+    agentdistill rollout --env AgentQA-Synthetic-v0 --policy expert --episodes 200 --num-envs 16 --out t.jsonl
+    agentdistill show t.jsonl [--index I]
+    agentdistill ftp build --env AgentQA-HotpotQA-v0 --policy openai:URL#MODEL --episodes 1000 --out ftp.json
 """
 
 from __future__ import annotations
@@ -53,6 +56,59 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-batch", type=int, default=32, help="most queries encoded together (default: 32)")
 
 
+def _env_argument(text: str) -> tuple[str, object]:
+    """``key=value`` for env constructor arguments; the value is JSON when it parses, else a string."""
+    import json
+
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
+    rollout = commands.add_parser(
+        "rollout",
+        help="run a policy on an env's tasks and write one JSON line per episode (resumable)",
+        description="Run N envs against one policy, batching every waiting env into one policy call. "
+        "Rerunning with the same --out finishes the remaining tasks.",
+    )
+    rollout.add_argument("--env", required=True, help="env id, e.g. AgentQA-HotpotQA-v0")
+    rollout.add_argument("--policy", required=True, help="expert, hf:PATH[@ADAPTER], vllm:MODEL[@LORA] or openai:URL#MODEL")
+    rollout.add_argument("--episodes", type=int, required=True, help="run tasks START .. START+EPISODES-1")
+    rollout.add_argument("--start", type=int, default=0, help="first task index (default: 0)")
+    rollout.add_argument("--num-envs", type=int, default=8, help="envs stepped together (default: 8)")
+    rollout.add_argument("--mode", choices=("sync", "async"), default="sync", help="vector env kind (default: sync)")
+    rollout.add_argument("--out", required=True, help="trajectory file (JSON Lines), resumed if it exists")
+    rollout.add_argument("--temperature", type=float, default=0.0)
+    rollout.add_argument("--top-p", type=float, default=1.0)
+    rollout.add_argument("--max-new-tokens", type=int, default=1024)
+    rollout.add_argument("--seed", type=int, default=None)
+    rollout.add_argument("--sag", type=int, default=0, metavar="N", help="self-consistent action generation with N candidates")
+    rollout.add_argument("--ftp", default=None, help="first-thought prefixes from `agentdistill ftp build`")
+    rollout.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE",
+                         help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
+    rollout.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    show = commands.add_parser("show", help="render trajectory episodes for reading in a terminal")
+    show.add_argument("file", help="a trajectory file written by `agentdistill rollout`")
+    show.add_argument("--index", type=int, default=None, help="show only the episode at this position")
+    show.add_argument("--limit", type=int, default=5, help="show at most this many episodes (default: 5)")
+
+    ftp = commands.add_parser("ftp", help="first-thought prefixes")
+    ftp_commands = ftp.add_subparsers(dest="ftp_command", required=True, metavar="{build}")
+    build = ftp_commands.add_parser("build", help="keep the first paragraph of the teacher's chain-of-thought per task")
+    build.add_argument("--env", required=True)
+    build.add_argument("--policy", required=True)
+    build.add_argument("--episodes", type=int, required=True)
+    build.add_argument("--start", type=int, default=0)
+    build.add_argument("--out", required=True, help="JSON file {task_id: prefix}")
+    build.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog="agentdistill", description=__doc__.splitlines()[0])
@@ -60,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_index_commands(commands)
     _add_serve_command(commands)
+    _add_rollout_commands(commands)
     return parser
 
 
@@ -98,6 +155,62 @@ def _run_serve(args: argparse.Namespace) -> None:
     serve(retriever, host=args.host, port=args.port, max_batch=args.max_batch)
 
 
+def _run_rollout(args: argparse.Namespace) -> None:
+    import json
+
+    import agentdistill  # noqa: F401 - registers the env ids
+    from agentdistill.policies import make_policy
+    from agentdistill.policies.base import SamplingParams
+    from agentdistill.rollouts.ftp import load_prefixes
+    from agentdistill.rollouts.loop import SAGSettings, make_rollout_envs, run_rollouts
+
+    policy = make_policy(args.policy)
+    envs = make_rollout_envs(args.env, args.num_envs, vectorization_mode=args.mode, **dict(args.env_arg))
+    try:
+        summary = run_rollouts(
+            envs,
+            policy,
+            env_id=args.env,
+            task_indices=range(args.start, args.start + args.episodes),
+            out=args.out,
+            sampling=SamplingParams(
+                temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
+            ),
+            sag=SAGSettings(n=args.sag) if args.sag > 1 else None,
+            ftp_prefixes=load_prefixes(args.ftp) if args.ftp else None,
+            progress=not args.no_progress,
+        )
+    finally:
+        envs.close()
+        policy.close()
+    report = {"episodes": summary.episodes, "skipped (already in the file)": summary.skipped, **summary.metrics}
+    sys.stdout.write(json.dumps(report, indent=1) + "\n")
+
+
+def _run_show(args: argparse.Namespace) -> None:
+    from agentdistill.rollouts.show import show_file
+
+    show_file(args.file, index=args.index, limit=args.limit)
+
+
+def _run_ftp_build(args: argparse.Namespace) -> None:
+    import gymnasium as gym
+
+    import agentdistill  # noqa: F401 - registers the env ids
+    from agentdistill.policies import make_policy
+    from agentdistill.rollouts.ftp import build_prefixes, save_prefixes
+
+    env = gym.make(args.env, **dict(args.env_arg))
+    policy = make_policy(args.policy)
+    try:
+        prefixes = build_prefixes(env, policy, range(args.start, args.start + args.episodes))
+    finally:
+        env.close()
+        policy.close()
+    save_prefixes(prefixes, args.out)
+    sys.stdout.write(f"{len(prefixes)} prefixes written to {args.out}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentdistill`` console script."""
     args = build_parser().parse_args(argv)
@@ -106,6 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers[args.index_command](args)
     elif args.command == "serve-retriever":
         _run_serve(args)
+    elif args.command == "rollout":
+        _run_rollout(args)
+    elif args.command == "show":
+        _run_show(args)
+    elif args.command == "ftp":
+        _run_ftp_build(args)
     return 0
 
 

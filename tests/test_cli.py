@@ -127,3 +127,40 @@ def test_serve_retriever_then_env_over_http_then_server_down(small_corpus: Path)
 
 def test_console_script_is_installed() -> None:
     assert shutil.which("agentdistill", path=str(Path(sys.executable).parent)) is not None
+
+
+def test_rollout_with_the_expert_then_resume_then_show(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    command = [*_command(), "rollout", "--env", "AgentQA-Synthetic-v0", "--policy", "expert", "--episodes", "24",
+               "--num-envs", "6", "--out", str(out), "--no-progress"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["episodes"] == 24 and report["success_rate"] == 1.0 and report["invalid_action_rate"] == 0.0
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert json.loads(again.stdout)["skipped (already in the file)"] == 24
+    assert len(out.read_text().splitlines()) == 24
+    shown = subprocess.run([*_command(), "show", str(out), "--index", "0"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "web_search" in shown.stdout and "score 1" in shown.stdout
+
+
+def test_ftp_build_with_the_expert_feeds_a_rollout(tmp_path: Path) -> None:
+    prefixes = tmp_path / "ftp.json"
+    built = subprocess.run(
+        [*_command(), "ftp", "build", "--env", "AgentQA-Synthetic-v0", "--policy", "expert", "--episodes", "4",
+         "--out", str(prefixes)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    table = json.loads(prefixes.read_text())
+    assert len(table) == 4 and all(text.startswith("To answer this I need") for text in table.values())
+    out = tmp_path / "t.jsonl"
+    run = subprocess.run(
+        [*_command(), "rollout", "--env", "AgentQA-Synthetic-v0", "--policy", "expert", "--episodes", "4",
+         "--num-envs", "2", "--out", str(out), "--ftp", str(prefixes), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        assert record["messages"][2]["content"].startswith("Thought: " + table[record["task_id"]])

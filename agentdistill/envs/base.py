@@ -19,13 +19,22 @@ from typing import Any, Collection, Mapping, Sequence
 
 import gymnasium as gym
 
-from agentdistill.envs.codeact import execution_observation, parse_action, parse_error_observation, truncate_middle
+from agentdistill.envs.codeact import (
+    ParsedAction,
+    execution_observation,
+    final_observation,
+    parse_action,
+    parse_error_observation,
+    truncate_middle,
+)
 from agentdistill.envs.graders import Grader
+from agentdistill.envs.graders.qa import normalize_answer as normalize_qa_answer
 from agentdistill.envs.prompts import FINAL_ANSWER_TOOL, PromptVariant, ToolSpec, build_system_prompt
+from agentdistill.envs.sag import CandidateOutcome, decode_candidates, select_candidate, vote_key
 from agentdistill.envs.spaces import BoundedText
 from agentdistill.envs.tasks import Task
 from agentdistill.envs.tools.sandbox import SandboxLimits, SandboxSpec, make_sandbox
-from agentdistill.envs.tools.sandbox.base import ExecutionResult, Sandbox, ToolFunction
+from agentdistill.envs.tools.sandbox.base import ExecutionResult, ForkableSandbox, Sandbox, ToolFunction
 
 DEFAULT_MAX_STEPS = 5
 DEFAULT_MAX_OBSERVATION_CHARS = 20_000
@@ -157,40 +166,85 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Parse and run one action; see the module docstring for the episode rules."""
+        """Parse and run one action; see the module docstring for the episode rules.
+
+        An action made by :func:`agentdistill.envs.sag.encode_candidates` carries several candidate
+        actions: the env runs them all from the current state, keeps the majority one (SAG) and steps
+        with it; ``info["action"]`` is then the chosen action and ``info["sag"]`` the vote.
+        """
         if self._task is None or self._done:
             raise RuntimeError("step() called on a finished or never-started episode: call reset() first")
         if not isinstance(action, str):
             raise TypeError(f"an action is the text a model wrote (str), got {type(action).__name__}")
         self._steps += 1
-        info: dict[str, Any] = {"task_id": self._task.task_id, "step": self._steps}
-        reward, terminated = 0.0, False
-        if len(action) > self.action_space.max_length:
-            observation = parse_error_observation(
-                f"the action is {len(action)} characters long, more than the {self.action_space.max_length} allowed"
-            )
-            info.update(thought="", code=None, parse_error=True)
-        else:
-            parsed = parse_action(action)
-            info.update(thought=parsed.thought, code=parsed.code, parse_error=parsed.code is None)
-            if parsed.code is None:
-                observation = parse_error_observation(parsed.error or "unreadable action")
-            else:
+        candidates = decode_candidates(action)
+        if candidates is None:
+            chosen, parsed, result, sag = action, self._parse(action), None, None
+            if parsed.code is not None:
                 result = self._ensure_sandbox().run(parsed.code)
-                info.update(_execution_info(result))
-                if result.is_final:
-                    terminated = True
-                    reward = self._finish(result.final_answer or "", info)
-                    observation = execution_observation(result.logs, None, None) + f"\nFinal answer: {result.final_answer}"
-                else:
-                    observation = execution_observation(result.logs, result.value, result.error)
+        else:
+            chosen, parsed, result, sag = self._choose_candidate(candidates)
+        info: dict[str, Any] = {"task_id": self._task.task_id, "step": self._steps, "action": chosen}
+        if sag is not None:
+            info["sag"] = sag
+        observation, reward, terminated = self._outcome(parsed, result, info)
         truncated = not terminated and self._steps >= self.max_steps
         if truncated:
             info.update(answer=None, gold=self._task.answer, score=0.0)
         self._done = terminated or truncated
         observation = truncate_middle(observation, self.max_observation_chars)
-        self._transcript += [action, observation]
+        self._transcript += [chosen, observation]
         return observation, reward, terminated, truncated, info
+
+    def normalize_answer(self, answer: str) -> str:
+        """How SAG compares final answers: QA envs compare SQuAD-normalised text (math envs override)."""
+        return normalize_qa_answer(answer)
+
+    def _parse(self, action: str) -> ParsedAction:
+        if len(action) > self.action_space.max_length:
+            reason = f"the action is {len(action)} characters long, more than the {self.action_space.max_length} allowed"
+            return ParsedAction(thought="", code=None, error=reason)
+        return parse_action(action)
+
+    def _outcome(
+        self, parsed: ParsedAction, result: ExecutionResult | None, info: dict[str, Any]
+    ) -> tuple[str, float, bool]:
+        """The observation, reward and termination of a parsed action and what running it produced."""
+        info.update(thought=parsed.thought, code=parsed.code, parse_error=parsed.code is None)
+        if parsed.code is None or result is None:
+            return parse_error_observation(parsed.error or "unreadable action"), 0.0, False
+        info.update(_execution_info(result))
+        if result.is_final:
+            reward = self._finish(result.final_answer or "", info)
+            return final_observation(result.logs, result.final_answer or ""), reward, True
+        return execution_observation(result.logs, result.value, result.error), 0.0, False
+
+    def _choose_candidate(
+        self, actions: list[str]
+    ) -> tuple[str, ParsedAction, ExecutionResult | None, dict[str, Any]]:
+        """Run every parsable candidate from the current state, vote, and adopt the winner's state."""
+        parsed = [self._parse(action) for action in actions]
+        runnable = [index for index, p in enumerate(parsed) if p.code is not None]
+        sandbox = self._ensure_sandbox()
+        forks = isinstance(sandbox, ForkableSandbox)
+        results: dict[int, ExecutionResult] = {}
+        if runnable and forks:
+            ran = sandbox.run_candidates([parsed[index].code or "" for index in runnable])
+            results = dict(zip(runnable, ran))
+        elif runnable:  # a backend that cannot fork (E2B) runs only the first runnable candidate, live
+            results = {runnable[0]: sandbox.run(parsed[runnable[0]].code or "")}
+        outcomes = []
+        for index in range(len(actions)):
+            result = results.get(index)
+            valid = result is not None and result.error is None and not result.state_lost
+            observation = execution_observation(result.logs, result.value, result.error) if result else ""
+            answer = result.final_answer if result else None
+            outcomes.append(CandidateOutcome(valid, vote_key(answer, observation, self.normalize_answer)))
+        selection = select_candidate(outcomes)
+        winner = selection.winner
+        if forks and winner in results and not results[winner].state_lost:
+            sandbox.adopt(runnable.index(winner))
+        return actions[winner], parsed[winner], results.get(winner), selection.as_info()
 
     def render(self) -> str | None:
         """The episode so far (task, actions, observations) as text, in ``"ansi"`` mode."""

@@ -112,3 +112,9 @@ def execution_observation(logs: str, last_value: str | None, error: str | None) 
     elif not logs:
         parts.append("The code ran without printing anything. Use print() to see values.")
     return "Observation:\n" + "\n".join(parts)
+
+
+def final_observation(logs: str, answer: str) -> str:
+    """The observation after ``final_answer``: what the cell printed, then the answer given."""
+    parts = ["Execution logs:", logs.rstrip("\n")] if logs else []
+    return "Observation:\n" + "\n".join([*parts, f"Final answer: {answer}"])

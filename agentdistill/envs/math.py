@@ -11,7 +11,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from agentdistill.envs.base import SplitEnv
-from agentdistill.envs.graders import MathGrader
+from agentdistill.envs.graders import MathGrader, normalize_math_answer
 from agentdistill.envs.imports import MATH_IMPORTS
 from agentdistill.envs.prompts import MATH_EXAMPLES, ToolSpec
 from agentdistill.envs.splits import load_split
@@ -51,6 +51,10 @@ class AgentMathEnv(SplitEnv):
         self._grader = MathGrader(rel_tol=rel_tol, timeout_s=grade_timeout_s)
         self.tasks = load_split(task_name, "math", data_path, split, max_tasks)
         self._build_sandbox()
+
+    def normalize_answer(self, answer: str) -> str:
+        """SAG compares math answers by their extracted form, spaces removed."""
+        return normalize_math_answer(answer)
 
     def _tools(self) -> Mapping[str, ToolFunction]:
         return {}

@@ -11,7 +11,7 @@ metric it knows, for the env's ``info``, as a :class:`Grade`.
 from __future__ import annotations
 
 from agentdistill.envs.graders.base import Grade, Grader
-from agentdistill.envs.graders.math import MathGrader, extract_answer, is_equivalent
+from agentdistill.envs.graders.math import MathGrader, extract_answer, is_equivalent, normalize_math_answer
 from agentdistill.envs.graders.qa import JudgeFn, QAGrader, QAMetric, exact_match, normalize_answer, token_f1
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "extract_answer",
     "is_equivalent",
     "normalize_answer",
+    "normalize_math_answer",
     "token_f1",
 ]

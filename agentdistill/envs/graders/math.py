@@ -452,6 +452,11 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
+def normalize_math_answer(answer: str) -> str:
+    """A cheap canonical form for comparing answers by text (SAG votes): the extracted answer, no spaces."""
+    return extract_answer(answer).replace(" ", "")
+
+
 class MathGrader:
     """Rewards 1.0 when the prediction's final answer is equivalent to any gold answer, else 0.0.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal, Mapping, Sequence
 
 from agentdistill.envs.base import CodeActEnv
-from agentdistill.envs.graders import MathGrader, QAGrader
+from agentdistill.envs.graders import MathGrader, QAGrader, normalize_math_answer
 from agentdistill.envs.imports import MATH_IMPORTS, STDLIB_IMPORTS
 from agentdistill.envs.prompts import MATH_EXAMPLES, QA_EXAMPLES, ToolSpec
 from agentdistill.envs.synthetic.math import generate_math_task
@@ -105,6 +105,10 @@ class SyntheticMathEnv(_SyntheticEnv):
 
     def _generate(self, seed: int) -> Task:
         return generate_math_task(seed)
+
+    def normalize_answer(self, answer: str) -> str:
+        """SAG compares math answers by their extracted form, spaces removed."""
+        return normalize_math_answer(answer)
 
     def _tools(self) -> Mapping[str, ToolFunction]:
         return {}

@@ -8,7 +8,7 @@ to the sandbox as plain callables and reach model code as functions of the same 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 ToolFunction = Callable[..., Any]
 """A tool as the env defines it: called with the model's arguments, returns a JSON-able value."""
@@ -98,6 +98,19 @@ class ExecutionResult:
     def is_final(self) -> bool:
         """Whether the cell called ``final_answer``."""
         return self.final_answer is not None
+
+
+@runtime_checkable
+class ForkableSandbox(Protocol):
+    """A sandbox that can run candidate cells from the episode state without changing it (for SAG)."""
+
+    def run_candidates(self, codes: Sequence[str]) -> list[ExecutionResult]:
+        """Each cell from the current state, in its own copy of it."""
+        ...
+
+    def adopt(self, index: int) -> None:
+        """Make candidate ``index``'s resulting state the episode's."""
+        ...
 
 
 class Sandbox(Protocol):

@@ -1,0 +1,85 @@
+"""First-thought prefixes (FTP): the teacher's own chain-of-thought opening starts its agent trajectory.
+
+Building them: the teacher answers each task with plain chain-of-thought (reason step by step, answer
+in ``\\boxed{}``), and the first paragraph of each response is kept, keyed by task id. Using them: the
+rollout loop starts a task's first assistant turn with ``Thought: <prefix>`` and the teacher continues
+that same message (see :func:`agentdistill.rollouts.loop.run_rollouts`); the recorded turn holds prefix
+and continuation as one text, which students are trained on as ordinary text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import gymnasium as gym
+
+from agentdistill.policies.base import Policy, PolicyRequest, SamplingParams
+
+COT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Think through the question step by step before answering. Start with a "
+    "short paragraph that plans how to solve it. Put the final answer in \\boxed{}."
+)
+
+
+def first_paragraph(text: str) -> str:
+    """The first non-empty paragraph of ``text``, on one line (a ``Thought:`` prefix continues it)."""
+    for paragraph in text.strip().split("\n\n"):
+        cleaned = " ".join(paragraph.split())
+        if cleaned:
+            return cleaned
+    return ""
+
+
+def build_prefixes(
+    env: gym.Env,
+    policy: Policy,
+    task_indices: Iterable[int],
+    *,
+    sampling: SamplingParams | None = None,
+    batch_size: int = 64,
+) -> dict[str, str]:
+    """Ask ``policy`` for chain-of-thought answers to the tasks; keep each first paragraph by task id.
+
+    ``env`` only provides the questions (and, for scripted experts, the plan in the context).
+    """
+    base = env.unwrapped
+    sampling = sampling or SamplingParams(stop=())
+    prefixes: dict[str, str] = {}
+    indices = list(task_indices)
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start : start + batch_size]
+        requests, task_ids = [], []
+        for index in batch:
+            _, info = base.reset(options={"task_index": index})
+            task = base.task
+            context: dict[str, Any] = {**info, "purpose": "chain_of_thought"}
+            requests.append(
+                PolicyRequest(
+                    messages=({"role": "system", "content": COT_SYSTEM_PROMPT}, {"role": "user", "content": task.question}),
+                    context=context,
+                )
+            )
+            task_ids.append(task.task_id)
+        for task_id, completions in zip(task_ids, policy.generate(requests, sampling)):
+            if completions and completions[0].finish_reason != "error":
+                prefix = first_paragraph(completions[0].text)
+                if prefix:
+                    prefixes[task_id] = prefix
+    return prefixes
+
+
+def save_prefixes(prefixes: Mapping[str, str], path: str | os.PathLike[str]) -> None:
+    """Write prefixes as one JSON object ``{task_id: prefix}``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(dict(prefixes), indent=1, ensure_ascii=False))
+
+
+def load_prefixes(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a prefix file; a clear error if it is not ``{task_id: prefix}``."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: expected a JSON object mapping task ids to prefix strings")
+    return data

@@ -1,0 +1,338 @@
+"""The one rollout loop: N envs, one batched policy call per round, one JSON line per finished episode.
+
+Teacher data collection, evaluation and RL all run through :func:`run_rollouts`. Each round, every env
+that waits for an action is sent to the policy in ONE call; envs finish and start their next task
+independently. Tasks are assigned explicitly (``reset(options={"task_index": i})`` on one env at a
+time), so a run is reproducible and a restarted run skips exactly the tasks its output file holds.
+
+The vector env must not reset envs by itself (``autoreset_mode=DISABLED``): :func:`make_rollout_envs`
+builds one that way. When fewer tasks remain than envs, the spare envs idle on a no-op action that is
+never recorded.
+
+With SAG, the policy samples N candidates per env and the env runs them all from the same state and
+keeps the majority one (:mod:`agentdistill.envs.sag`); with FTP, a task's first turn starts with
+``Thought: <prefix>`` and the policy continues it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from tqdm.auto import tqdm
+
+from agentdistill.envs.codeact import END_CODE
+from agentdistill.envs.sag import encode_candidates
+from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
+from agentdistill.rollouts.metrics import RolloutMetrics
+from agentdistill.rollouts.records import TrajectoryWriter
+
+IDLE_ACTION = f"Thought: idle.\n```py\npass\n```{END_CODE}"
+"""What a spare env is stepped with while other envs finish their tasks (never recorded)."""
+
+_STEP_INFO_KEYS = (
+    "thought", "code", "parse_error", "execution_error", "timed_out", "state_lost", "tool_calls", "sag",
+    "execution_seconds",
+)
+
+
+@dataclass(frozen=True)
+class SAGSettings:
+    """Self-consistent action generation: ``n`` candidates per step (the paper: 8, T=0.4, top-p 0.8)."""
+
+    n: int = 8
+    temperature: float = 0.4
+    top_p: float = 0.8
+
+    def sampling(self, base: SamplingParams) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=base.max_new_tokens,
+            stop=base.stop,
+            n=self.n,
+            seed=base.seed,
+        )
+
+
+def make_rollout_envs(
+    env_id: str, num_envs: int, *, vectorization_mode: str = "sync", **env_kwargs: Any
+) -> gym.vector.VectorEnv:
+    """A vector env as :func:`run_rollouts` needs it: no automatic resets."""
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    return gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode=vectorization_mode,
+        vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+        **env_kwargs,
+    )
+
+
+@dataclass
+class _Episode:
+    task_index: int
+    context: dict[str, Any]
+    messages: list[dict[str, str]]
+    ftp_prefix: str | None
+    started: float = field(default_factory=time.monotonic)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    policy_seconds: float = 0.0
+    env_seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def request(self) -> PolicyRequest:
+        messages = list(self.messages)
+        if self.ftp_prefix is not None and not self.steps:
+            messages.append({"role": "assistant", "content": f"Thought: {self.ftp_prefix}"})
+        return PolicyRequest(messages=tuple(messages), context=self.context)
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """What a run produced (``metrics`` covers the episodes of this run, not earlier ones resumed)."""
+
+    episodes: int
+    skipped: int
+    metrics: Mapping[str, float]
+
+
+def run_rollouts(
+    envs: gym.vector.VectorEnv,
+    policy: Policy,
+    *,
+    env_id: str,
+    task_indices: Iterable[int],
+    out: str,
+    sampling: SamplingParams | None = None,
+    sag: SAGSettings | None = None,
+    ftp_prefixes: Mapping[str, str] | None = None,
+    record_token_ids: bool = False,
+    progress: bool = True,
+) -> RolloutSummary:
+    """Run ``policy`` on every task of ``task_indices`` not yet in ``out``, appending one line each.
+
+    Args:
+        envs: from :func:`make_rollout_envs` (no automatic resets).
+        policy: any :class:`~agentdistill.policies.base.Policy`.
+        env_id: recorded in every line and used to recognise finished tasks when resuming.
+        task_indices: which tasks of the env's split to run, in order.
+        out: the trajectory file (JSON Lines); existing episodes are kept and skipped.
+        sampling: sampling settings (greedy by default).
+        sag: sample several candidates per step and let the env keep the majority.
+        ftp_prefixes: first-thought prefixes by task id (tasks without one start normally).
+        record_token_ids: keep each step's sampled token ids and logprobs (for RL).
+        progress: show a progress bar with live metrics.
+    """
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+        raise ValueError("run_rollouts needs a vector env with autoreset_mode=DISABLED; build it with make_rollout_envs")
+    sampling = sampling or SamplingParams()
+    step_sampling = sag.sampling(sampling) if sag else sampling
+    tasks = list(task_indices)
+    with TrajectoryWriter(out) as writer:
+        todo = [index for index in tasks if not writer.is_done(env_id, index)]
+        loop = _Loop(envs, policy, writer, env_id, step_sampling, sag, ftp_prefixes or {}, record_token_ids)
+        bar = tqdm(total=len(todo), disable=not progress, desc=f"rollout {env_id}", unit="episode")
+        try:
+            loop.run(todo, bar)
+        finally:
+            bar.close()
+    return RolloutSummary(episodes=loop.metrics.episodes, skipped=len(tasks) - len(todo), metrics=loop.metrics.summary())
+
+
+class _Loop:
+    """The state of one :func:`run_rollouts` call: which env runs which episode."""
+
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        policy: Policy,
+        writer: TrajectoryWriter,
+        env_id: str,
+        sampling: SamplingParams,
+        sag: SAGSettings | None,
+        ftp_prefixes: Mapping[str, str],
+        record_token_ids: bool,
+    ) -> None:
+        self.envs = envs
+        self.policy = policy
+        self.writer = writer
+        self.env_id = env_id
+        self.sampling = sampling
+        self.sag = sag
+        self.ftp_prefixes = ftp_prefixes
+        self.record_token_ids = record_token_ids
+        self.slots: list[_Episode | None] = [None] * envs.num_envs
+        self.metrics = RolloutMetrics()
+        self.started = time.monotonic()
+
+    def run(self, todo: list[int], bar: tqdm) -> None:
+        pending = list(reversed(todo))
+        for slot in range(self.envs.num_envs):
+            self._start_next(slot, pending)
+        while any(episode is not None for episode in self.slots):
+            active = [slot for slot, episode in enumerate(self.slots) if episode is not None]
+            completions = self._ask_policy(active)
+            actions = [IDLE_ACTION] * self.envs.num_envs
+            for slot, choices in zip(active, completions):
+                actions[slot] = self._action(slot, choices)
+            begun = time.monotonic()
+            observations, rewards, terminated, truncated, infos = self.envs.step(tuple(actions))
+            env_seconds = time.monotonic() - begun
+            for slot in range(self.envs.num_envs):
+                episode = self.slots[slot]
+                ended = bool(terminated[slot] or truncated[slot])
+                if episode is None:
+                    if ended:
+                        self._reset(slot, 0)  # keep a spare env steppable
+                    continue
+                episode.env_seconds += env_seconds / max(len(active), 1)
+                info = _info_at(infos, slot)
+                failed = "policy_error" in episode.steps[-1]
+                if not failed:
+                    self._record_step(episode, info, observations[slot])
+                if ended or failed:
+                    self._finish(episode, info, bool(terminated[slot]) and not failed, bool(truncated[slot]))
+                    bar.update(1)
+                    bar.set_postfix(self.metrics.postfix(time.monotonic() - self.started), refresh=False)
+                    self._start_next(slot, pending)
+
+    # --- policy -----------------------------------------------------------------------------------
+
+    def _ask_policy(self, active: list[int]) -> list[list[Completion]]:
+        episodes = [self.slots[slot] for slot in active]
+        requests = [episode.request() for episode in episodes if episode is not None]
+        begun = time.monotonic()
+        try:
+            completions = self.policy.generate(requests, self.sampling)
+        except Exception as error:  # noqa: BLE001 - a failed batch fails its episodes, never the run
+            completions = [[Completion.failed(f"{type(error).__name__}: {error}")] for _ in requests]
+        elapsed = time.monotonic() - begun
+        self.metrics.add_policy_time(elapsed)
+        for episode in episodes:
+            if episode is not None:
+                episode.policy_seconds += elapsed / max(len(requests), 1)
+        return completions
+
+    def _action(self, slot: int, choices: list[Completion]) -> str:
+        episode = self.slots[slot]
+        assert episode is not None
+        usable = [choice for choice in choices if choice.finish_reason != "error"]
+        if not usable:
+            reason = choices[0].error if choices else "the policy returned no completion"
+            episode.steps.append({"policy_error": reason})
+            return IDLE_ACTION
+        prefix = f"Thought: {episode.ftp_prefix}" if episode.ftp_prefix is not None and not episode.steps else ""
+        texts = [prefix + choice.text for choice in usable]
+        first = usable[0]
+        episode.prompt_tokens += first.prompt_tokens
+        episode.completion_tokens += sum(choice.completion_tokens for choice in usable)
+        self.metrics.add_tokens(sum(choice.completion_tokens for choice in usable))
+        step: dict[str, Any] = {
+            "prompt_tokens": first.prompt_tokens,
+            "completion_tokens": [choice.completion_tokens for choice in usable],
+            "finish_reason": [choice.finish_reason for choice in usable],
+        }
+        if self.record_token_ids:
+            step["token_ids"] = [list(choice.token_ids or ()) for choice in usable]
+            step["logprobs"] = [list(choice.logprobs or ()) for choice in usable]
+            step["prompt_token_ids"] = list(first.prompt_token_ids or ())
+        episode.steps.append(step)
+        return encode_candidates(texts) if self.sag else texts[0]
+
+    # --- env --------------------------------------------------------------------------------------
+
+    def _start_next(self, slot: int, pending: list[int]) -> None:
+        if not pending:
+            self.slots[slot] = None
+            self._reset(slot, 0)
+            return
+        task_index = pending.pop()
+        observation, info = self._reset(slot, task_index)
+        ftp = self.ftp_prefixes.get(str(info.get("task_id")))
+        self.slots[slot] = _Episode(
+            task_index=task_index,
+            context=info,
+            messages=[
+                {"role": "system", "content": str(info["system_prompt"])},
+                {"role": "user", "content": observation},
+            ],
+            ftp_prefix=ftp,
+        )
+
+    def _reset(self, slot: int, task_index: int) -> tuple[str, dict[str, Any]]:
+        mask = np.zeros(self.envs.num_envs, dtype=np.bool_)
+        mask[slot] = True
+        observations, infos = self.envs.reset(options={"reset_mask": mask, "task_index": task_index})
+        return str(observations[slot]), _info_at(infos, slot)
+
+    def _record_step(self, episode: _Episode, info: dict[str, Any], observation: str) -> None:
+        """Complete the step :meth:`_action` opened with what the env did."""
+        step = episode.steps[-1]
+        step.update({key: info[key] for key in _STEP_INFO_KEYS if key in info})
+        step["observation"] = observation
+        episode.messages.append({"role": "assistant", "content": str(info.get("action", ""))})
+        episode.messages.append({"role": "user", "content": observation})
+        self.metrics.add_step(
+            invalid=bool(info.get("parse_error")) or info.get("execution_error") is not None,
+            sag_valid=(info.get("sag") or {}).get("valid"),
+        )
+
+    def _finish(self, episode: _Episode, info: dict[str, Any], terminated: bool, truncated: bool) -> None:
+        failure = next((step["policy_error"] for step in episode.steps if "policy_error" in step), None)
+        score = float(info.get("score", 0.0) or 0.0) if failure is None else 0.0
+        if failure is not None:
+            info = {}  # the env went on with a placeholder action: nothing it reports belongs to the episode
+        record = {
+            "env_id": self.env_id,
+            "task_index": episode.task_index,
+            "task_id": episode.context.get("task_id"),
+            "policy": self.policy.name,
+            "sampling": asdict(self.sampling),
+            "sag": asdict(self.sag) if self.sag else None,
+            "ftp_prefix": episode.ftp_prefix,
+            "messages": episode.messages,
+            "steps": episode.steps,
+            "answer": info.get("answer"),
+            "gold": info.get("gold"),
+            "score": score,
+            "metrics": info.get("metrics"),
+            "terminated": terminated,
+            "truncated": truncated,
+            "num_steps": len(episode.steps),
+            "failed": failure,
+            "isolation": episode.context.get("isolation"),
+            "tokens": {"prompt": episode.prompt_tokens, "completion": episode.completion_tokens},
+            "timing": {
+                "seconds": time.monotonic() - episode.started,
+                "policy_seconds": episode.policy_seconds,
+                "env_seconds": episode.env_seconds,
+            },
+        }
+        self.writer.write(record)
+        self.metrics.add_episode(score=score, steps=len(episode.steps), failed=failure is not None)
+
+
+def _info_at(infos: Mapping[str, Any], slot: int) -> dict[str, Any]:
+    """The info dict of one sub-env out of a vector env's batched infos (numpy values made plain)."""
+    info: dict[str, Any] = {}
+    for key, values in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[slot]:
+            continue
+        if isinstance(values, Mapping):  # a dict-valued info is batched key by key
+            nested = _info_at(values, slot)
+            if nested:
+                info[key] = nested
+            continue
+        value = values[slot]
+        info[key] = value.item() if isinstance(value, np.generic) else value
+    return info
