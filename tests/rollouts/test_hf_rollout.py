@@ -13,10 +13,10 @@ import torch
 
 import agentdistill  # noqa: F401 - registers the env ids
 from agentdistill.distill.students import TINY, build_student, save_student, train_tokenizer
+from agentdistill.envs.synthetic.math import generate_math_task
 from agentdistill.policies.base import SamplingParams
 from agentdistill.policies.expert import expert_action
 from agentdistill.policies.hf import HFPolicy
-from agentdistill.envs.synthetic.math import generate_math_task
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import read_trajectories
 
