@@ -91,6 +91,7 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     rollout.add_argument("--ftp", default=None, help="first-thought prefixes from `agentdistill ftp build`")
     rollout.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE",
                          help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
+    rollout.add_argument("--wandb-project", default=None, help="log live metrics to this W&B project (offline without credentials)")
     rollout.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     show = commands.add_parser("show", help="render trajectory episodes for reading in a terminal")
@@ -166,6 +167,13 @@ def _run_rollout(args: argparse.Namespace) -> None:
 
     policy = make_policy(args.policy)
     envs = make_rollout_envs(args.env, args.num_envs, vectorization_mode=args.mode, **dict(args.env_arg))
+    run = None
+    if args.wandb_project:
+        from pathlib import Path
+
+        from agentdistill.tracking import start_wandb_run
+
+        run = start_wandb_run(args.wandb_project, Path(args.out).parent, {k: v for k, v in vars(args).items() if k != "env_arg"})
     try:
         summary = run_rollouts(
             envs,
@@ -179,10 +187,13 @@ def _run_rollout(args: argparse.Namespace) -> None:
             sag=SAGSettings(n=args.sag) if args.sag > 1 else None,
             ftp_prefixes=load_prefixes(args.ftp) if args.ftp else None,
             progress=not args.no_progress,
+            log=run.log if run is not None else None,
         )
     finally:
         envs.close()
         policy.close()
+        if run is not None:
+            run.finish()
     report = {"episodes": summary.episodes, "skipped (already in the file)": summary.skipped, **summary.metrics}
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
 

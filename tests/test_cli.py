@@ -164,3 +164,19 @@ def test_ftp_build_with_the_expert_feeds_a_rollout(tmp_path: Path) -> None:
     for line in out.read_text().splitlines():
         record = json.loads(line)
         assert record["messages"][2]["content"].startswith("Thought: " + table[record["task_id"]])
+
+
+def test_rollout_logs_to_wandb_offline_under_the_output_directory(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    environment.update(HOME=str(tmp_path / "home"))  # no credentials: the run must go offline, and stay out of $HOME
+    out = tmp_path / "run" / "t.jsonl"
+    result = subprocess.run(
+        [*_command(), "rollout", "--env", "AgentMath-Synthetic-v0", "--policy", "expert", "--episodes", "6",
+         "--num-envs", "3", "--out", str(out), "--wandb-project", "agentdistill-test", "--no-progress"],
+        capture_output=True, text=True, timeout=600, env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    runs = list((tmp_path / "run" / "wandb").rglob("offline-run-*"))
+    assert runs, "an offline W&B run should be written under the output directory"
+    assert list(runs[0].rglob("*.wandb")), "the run holds its logged data"
+    assert not (tmp_path / "home" / ".config" / "wandb").exists()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -115,6 +115,7 @@ def run_rollouts(
     ftp_prefixes: Mapping[str, str] | None = None,
     record_token_ids: bool = False,
     progress: bool = True,
+    log: Callable[[dict[str, float]], None] | None = None,
 ) -> RolloutSummary:
     """Run ``policy`` on every task of ``task_indices`` not yet in ``out``, appending one line each.
 
@@ -129,6 +130,7 @@ def run_rollouts(
         ftp_prefixes: first-thought prefixes by task id (tasks without one start normally).
         record_token_ids: keep each step's sampled token ids and logprobs (for RL).
         progress: show a progress bar with live metrics.
+        log: called with the running metrics after every finished episode (e.g. ``wandb_run.log``).
     """
     if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
         raise ValueError("run_rollouts needs a vector env with autoreset_mode=DISABLED; build it with make_rollout_envs")
@@ -137,7 +139,7 @@ def run_rollouts(
     tasks = list(task_indices)
     with TrajectoryWriter(out) as writer:
         todo = [index for index in tasks if not writer.is_done(env_id, index)]
-        loop = _Loop(envs, policy, writer, env_id, step_sampling, sag, ftp_prefixes or {}, record_token_ids)
+        loop = _Loop(envs, policy, writer, env_id, step_sampling, sag, ftp_prefixes or {}, record_token_ids, log)
         bar = tqdm(total=len(todo), disable=not progress, desc=f"rollout {env_id}", unit="episode")
         try:
             loop.run(todo, bar)
@@ -159,6 +161,7 @@ class _Loop:
         sag: SAGSettings | None,
         ftp_prefixes: Mapping[str, str],
         record_token_ids: bool,
+        log: Callable[[dict[str, float]], None] | None,
     ) -> None:
         self.envs = envs
         self.policy = policy
@@ -168,6 +171,7 @@ class _Loop:
         self.sag = sag
         self.ftp_prefixes = ftp_prefixes
         self.record_token_ids = record_token_ids
+        self.log = log
         self.slots: list[_Episode | None] = [None] * envs.num_envs
         self.metrics = RolloutMetrics()
         self.started = time.monotonic()
@@ -200,7 +204,10 @@ class _Loop:
                 if ended or failed:
                     self._finish(episode, info, bool(terminated[slot]) and not failed, bool(truncated[slot]))
                     bar.update(1)
-                    bar.set_postfix(self.metrics.postfix(time.monotonic() - self.started), refresh=False)
+                    wall = time.monotonic() - self.started
+                    bar.set_postfix(self.metrics.postfix(wall), refresh=False)
+                    if self.log is not None:
+                        self.log(self.metrics.summary(wall))
                     self._start_next(slot, pending)
 
     # --- policy -----------------------------------------------------------------------------------

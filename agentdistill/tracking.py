@@ -1,0 +1,43 @@
+"""Weights & Biases runs that work on a cluster node and on a laptop with no account.
+
+Every tracked run (rollouts now, training later) starts here: files go under the run's own output
+directory rather than ``$HOME`` (``WANDB_DIR``, ``WANDB_CACHE_DIR``, ``WANDB_DATA_DIR``,
+``WANDB_CONFIG_DIR``, unless the user set them), and the run is offline unless W&B credentials exist
+(``WANDB_API_KEY`` or a ``~/.netrc`` entry) or ``WANDB_MODE`` says otherwise. An offline run can be
+uploaded later with ``wandb sync DIR``.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+_DIRECTORY_VARIABLES = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR")
+
+
+def has_wandb_credentials() -> bool:
+    """Whether this user could log in to W&B without being asked."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` if set, else online with credentials and offline without."""
+    return os.environ.get("WANDB_MODE") or ("online" if has_wandb_credentials() else "offline")
+
+
+def start_wandb_run(project: str, run_dir: str | os.PathLike[str], config: Mapping[str, Any], *, name: str | None = None) -> Any:
+    """A ``wandb`` run whose files live in ``run_dir/wandb`` (see the module docstring)."""
+    import wandb
+
+    directory = Path(run_dir) / "wandb"
+    directory.mkdir(parents=True, exist_ok=True)
+    for variable in _DIRECTORY_VARIABLES:
+        os.environ.setdefault(variable, str(directory))
+    return wandb.init(project=project, dir=str(directory), config=dict(config), name=name, mode=wandb_mode())
