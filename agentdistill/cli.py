@@ -6,6 +6,7 @@
     agentdistill rollout --env AgentQA-Synthetic-v0 --policy expert --episodes 200 --num-envs 16 --out t.jsonl
     agentdistill show t.jsonl [--index I]
     agentdistill ftp build --env AgentQA-HotpotQA-v0 --policy openai:URL#MODEL --episodes 1000 --out ftp.json
+    agentdistill eval --policy hf:DIR --suite paper --data-root ../shared/data --limit 50 --sag 8 --out results/
 """
 
 from __future__ import annotations
@@ -110,6 +111,26 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE")
 
 
+def _add_eval_command(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a policy on the paper's benchmarks and write a results table and chart",
+        description="Run the policy on each benchmark (resumable), then write results.md/.csv/.json/.png to --out.",
+    )
+    evaluate.add_argument("--policy", required=True, help="expert, hf:PATH[@ADAPTER], vllm:MODEL[@LORA] or openai:URL#MODEL")
+    evaluate.add_argument("--suite", choices=("paper", "factual", "math"), default="paper", help="which benchmarks (default: paper, all 8)")
+    evaluate.add_argument("--tasks", nargs="+", default=None, metavar="ENV_ID", help="explicit env ids instead of a suite")
+    evaluate.add_argument("--data-root", default=None, help="read local data files from here (e.g. ../shared/data) instead of the hub")
+    evaluate.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
+    evaluate.add_argument("--sag", type=int, default=0, metavar="N", help="self-consistent action generation with N candidates")
+    evaluate.add_argument("--cot", choices=("none", "cot", "cot-rag"), default="none", help="evaluate the CoT baseline instead of the agent")
+    evaluate.add_argument("--num-envs", type=int, default=8)
+    evaluate.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluate.add_argument("--out", required=True, help="output directory (trajectories and results)")
+    evaluate.add_argument("--wandb-project", default=None)
+    evaluate.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog="agentdistill", description=__doc__.splitlines()[0])
@@ -118,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_commands(commands)
     _add_serve_command(commands)
     _add_rollout_commands(commands)
+    _add_eval_command(commands)
     return parser
 
 
@@ -222,6 +244,37 @@ def _run_ftp_build(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{len(prefixes)} prefixes written to {args.out}\n")
 
 
+def _run_eval(args: argparse.Namespace) -> None:
+    import agentdistill  # noqa: F401 - registers the env ids
+    from agentdistill.policies.base import SamplingParams
+    from agentdistill.rollouts.evaluate import PAPER_FACTUAL, PAPER_MATH, PAPER_SUITE, evaluate, suite_env_kwargs
+
+    suites = {"paper": PAPER_SUITE, "factual": PAPER_FACTUAL, "math": PAPER_MATH}
+    env_ids = tuple(args.tasks) if args.tasks else tuple(suites[args.suite])
+    local = {env_id: suite_env_kwargs(args.data_root, (env_id,))[env_id] for env_id in env_ids if env_id in PAPER_SUITE}
+    kwargs_by_env = {env_id: local.get(env_id, {}) for env_id in env_ids}
+    if args.cot != "none":
+        from agentdistill.distill.cot import evaluate_cot_suite
+
+        table = evaluate_cot_suite(
+            args.policy, env_ids, env_kwargs_by_env=kwargs_by_env, limit=args.limit, rag=args.cot == "cot-rag", out_dir=args.out
+        )
+    else:
+        table = evaluate(
+            args.policy,
+            env_ids,
+            env_kwargs_by_env=kwargs_by_env,
+            limit=args.limit,
+            sag_n=args.sag,
+            num_envs=args.num_envs,
+            out_dir=args.out,
+            sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+            wandb_project=args.wandb_project,
+            progress=not args.no_progress,
+        )
+    sys.stdout.write(table.to_markdown() + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentdistill`` console script."""
     args = build_parser().parse_args(argv)
@@ -236,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_show(args)
     elif args.command == "ftp":
         _run_ftp_build(args)
+    elif args.command == "eval":
+        _run_eval(args)
     return 0
 
 

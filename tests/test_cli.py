@@ -180,3 +180,16 @@ def test_rollout_logs_to_wandb_offline_under_the_output_directory(tmp_path: Path
     assert runs, "an offline W&B run should be written under the output directory"
     assert list(runs[0].rglob("*.wandb")), "the run holds its logged data"
     assert not (tmp_path / "home" / ".config" / "wandb").exists()
+
+
+def test_eval_writes_the_results_table_and_chart(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [*_command(), "eval", "--policy", "expert", "--tasks", "AgentQA-Synthetic-v0", "AgentMath-Synthetic-v0",
+         "--limit", "4", "--num-envs", "2", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| **Avg (all)** |" in result.stdout and "100.0" in result.stdout
+    for name in ("results.md", "results.csv", "results.json", "results.png"):
+        assert (out / name).stat().st_size > 0

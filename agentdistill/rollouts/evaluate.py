@@ -1,0 +1,570 @@
+"""Evaluating a policy on the paper's benchmarks: one resumable rollout file per task, one results table.
+
+:func:`evaluate` runs a policy (a spec string such as ``"hf:out/student"`` or a ready
+:class:`~agentdistill.policies.base.Policy`) through :func:`~agentdistill.rollouts.loop.run_rollouts` on
+each env id, writing ``out_dir/trajectories/<env_id>.jsonl``. Figures are computed from those files, not
+from the live run, so an interrupted evaluation that is started again skips the finished episodes and
+still reports every episode. The :class:`ResultsTable` it returns holds, per benchmark, the accuracy
+(mean reward), the invalid-action rate, the mean number of steps and the tokens per episode, plus the
+factual / math / overall averages the paper reports; :meth:`ResultsTable.write` saves it as Markdown, CSV,
+JSON and a bar chart.
+
+Local data. The full benchmarks come from the Hugging Face hub (pass no ``data_path``); without a hub,
+:func:`suite_env_kwargs` maps each benchmark to files of the shared data folder (see :data:`SUITE_DATA`
+for what each choice means and how it differs from the paper's setting).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from agentdistill.policies import make_policy
+from agentdistill.policies.base import Policy, SamplingParams
+from agentdistill.rollouts.loop import SAGSettings, make_rollout_envs, run_rollouts
+from agentdistill.rollouts.records import read_trajectories
+
+PAPER_FACTUAL: tuple[str, ...] = (
+    "AgentQA-HotpotQA-v0",
+    "AgentQA-Bamboogle-v0",
+    "AgentQA-MuSiQue-v0",
+    "AgentQA-2WikiMultiHopQA-v0",
+)
+PAPER_MATH: tuple[str, ...] = (
+    "AgentMath-MATH500-v0",
+    "AgentMath-GSMHard-v0",
+    "AgentMath-AIME-v0",
+    "AgentMath-OlymMATH-v0",
+)
+PAPER_SUITE: tuple[str, ...] = PAPER_FACTUAL + PAPER_MATH
+"""The paper's eight benchmarks in its table order: four factual, then four math."""
+
+SUITE_DATA: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        # HotpotQA: the paper's list (hard dev questions) has no paragraphs, and no local corpus covers it
+        # (only 94 of its 500 questions are in the local HotpotQA files). 500 other hard dev questions in
+        # the distractor setting are used instead; their 5,000 pooled paragraphs are the search corpus.
+        "AgentQA-HotpotQA-v0": {"data_path": "hotpotqa/distractor_dev_500_hf.jsonl"},
+        # Bamboogle: the paper's 125 questions; the corpus is a 1,000-passage sample of the paper's
+        # wiki-18 dump, which holds few answers. Real runs pass retriever= the full wiki-18 index or server.
+        "AgentQA-Bamboogle-v0": {
+            "data_path": "agent-distillation/qa_dataset/test/bamboogle_125_20250507.json",
+            "corpus": "corpora/flashrag_wiki18_sample_1000.jsonl",
+        },
+        # MuSiQue: as for HotpotQA, 200 answerable dev questions with their own 20 paragraphs each (the
+        # paper's 500-question list overlaps the local file in 17 questions only).
+        "AgentQA-MuSiQue-v0": {"data_path": "musique/musique_ans_dev_200.jsonl"},
+        # 2Wiki: the paper's 500 questions over the 6,119 paragraphs behind a 1,000-question dev sample;
+        # the answer text occurs in the corpus for about 43 % of them, so scores are a lower bound.
+        "AgentQA-2WikiMultiHopQA-v0": {
+            "data_path": "agent-distillation/qa_dataset/test/2wikimultihopqa_500_20250511.json",
+            "corpus": "2wiki/2wiki_corpus_6119.json",
+        },
+        # Math needs no corpus: the paper's exact lists.
+        "AgentMath-MATH500-v0": {"data_path": "agent-distillation/math_dataset/test/math_500_20250414.json"},
+        "AgentMath-GSMHard-v0": {"data_path": "agent-distillation/math_dataset/test/gsm_hard_500_20250507.json"},
+        "AgentMath-AIME-v0": {"data_path": "agent-distillation/math_dataset/test/aime_90_20250504.json"},
+        "AgentMath-OlymMATH-v0": {"data_path": "agent-distillation/math_dataset/test/olymath_200_20250511.json"},
+    }
+)
+"""For each benchmark, env arguments naming files relative to the shared data folder (``../shared/data``)."""
+
+METRIC_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "em": "exact match (EM)",
+        "f1": "token F1",
+        "judge": "LLM judge",
+        "math": "answer equivalence (math-verify)",
+    }
+)
+"""How the table names the metric behind each accuracy."""
+
+_GROUPS: tuple[str, ...] = ("factual", "math", "all")
+_AVERAGED = ("accuracy", "invalid_action_rate", "mean_steps", "completion_tokens", "prompt_tokens")
+_DOMAIN_COLOURS = MappingProxyType({"factual": "#4C72B0", "math": "#DD8452", "other": "#8C8C8C"})
+
+
+def suite_env_kwargs(
+    data_root: str | os.PathLike[str] | None, env_ids: Iterable[str] = PAPER_SUITE
+) -> dict[str, dict[str, Any]]:
+    """Env arguments for each of ``env_ids``: local files under ``data_root`` (:data:`SUITE_DATA`), or
+    nothing when ``data_root`` is ``None`` (the envs then load the benchmarks from the hub)."""
+    result: dict[str, dict[str, Any]] = {}
+    for env_id in env_ids:
+        if data_root is None:
+            result[env_id] = {}
+            continue
+        if env_id not in SUITE_DATA:
+            raise ValueError(f"no local data is mapped for {env_id!r}; mapped ids: {', '.join(SUITE_DATA)}")
+        result[env_id] = {key: str(Path(data_root) / relative) for key, relative in SUITE_DATA[env_id].items()}
+    return result
+
+
+def domain_of(env_id: str) -> str:
+    """``"factual"`` for QA envs, ``"math"`` for math envs (the two halves of the paper's table)."""
+    if env_id.startswith("AgentQA-"):
+        return "factual"
+    if env_id.startswith("AgentMath-"):
+        return "math"
+    return "other"
+
+
+def benchmark_name(env_id: str) -> str:
+    """The short name of an env id: ``AgentQA-HotpotQA-v0`` -> ``HotpotQA``, ``AgentQA-Synthetic-v0`` ->
+    ``QA-Synthetic`` (both synthetic envs would otherwise read the same)."""
+    head, _, version = env_id.rpartition("-")
+    name = head if head and version.startswith("v") and version[1:].isdigit() else env_id
+    family, _, rest = name.partition("-")
+    if family in ("AgentQA", "AgentMath") and rest:
+        return rest if rest != "Synthetic" else f"{family.removeprefix('Agent')}-{rest}"
+    return name
+
+
+def metric_of(env_id: str, env_kwargs: Mapping[str, Any]) -> str:
+    """The metric an env's reward is: its ``reward=`` setting for QA envs (EM by default), equivalence for math."""
+    if domain_of(env_id) == "math":
+        return "math"
+    return str(env_kwargs.get("reward", "em"))
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The figures of one benchmark (one row of the table).
+
+    ``accuracy`` is the mean reward over the episodes (for QA, the metric in ``metric``);
+    ``completion_tokens`` and ``prompt_tokens`` are per episode; ``grader_metrics`` holds the mean of every
+    metric the grader reported (EM and F1 for QA, whichever rewards), so a table in EM can still show F1.
+    ``invalid_action_rate`` and ``mean_steps`` are ``None`` for methods without actions (CoT).
+    """
+
+    env_id: str
+    benchmark: str
+    domain: str
+    metric: str
+    episodes: int
+    accuracy: float
+    invalid_action_rate: float | None
+    mean_steps: float | None
+    completion_tokens: float
+    prompt_tokens: float
+    failed_episodes: int = 0
+    grader_metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "grader_metrics": dict(self.grader_metrics)}
+
+
+def summarize_records(env_id: str, records: Iterable[Mapping[str, Any]], *, metric: str) -> TaskResult:
+    """A :class:`TaskResult` from trajectory records (agent episodes or CoT answers) of one env."""
+    records = list(records)
+    count = len(records)
+    steps = [step for record in records for step in record.get("steps") or () if "observation" in step]
+    has_steps = any("steps" in record for record in records)
+    invalid = sum(1 for step in steps if step.get("parse_error") or step.get("execution_error") is not None)
+    sums: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for record in records:
+        for name, value in (record.get("metrics") or {}).items():
+            if isinstance(value, (int, float)):
+                sums[name] = sums.get(name, 0.0) + float(value)
+                seen[name] = seen.get(name, 0) + 1
+
+    def mean(values: Iterable[float]) -> float:
+        values = list(values)
+        return sum(values) / len(values) if values else 0.0
+
+    return TaskResult(
+        env_id=env_id,
+        benchmark=benchmark_name(env_id),
+        domain=domain_of(env_id),
+        metric=metric,
+        episodes=count,
+        accuracy=mean(float(record.get("score") or 0.0) for record in records),
+        invalid_action_rate=(invalid / len(steps) if steps else 0.0) if has_steps else None,
+        mean_steps=mean(float(record.get("num_steps", 0)) for record in records) if has_steps else None,
+        completion_tokens=mean(float((record.get("tokens") or {}).get("completion", 0)) for record in records),
+        prompt_tokens=mean(float((record.get("tokens") or {}).get("prompt", 0)) for record in records),
+        failed_episodes=sum(1 for record in records if record.get("failed")),
+        grader_metrics={name: sums[name] / seen[name] for name in sorted(sums)},
+    )
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    """Per-benchmark results of one policy and method, with the paper's factual / math / overall averages.
+
+    Args:
+        policy: the policy's name (as trajectory records hold it).
+        rows: one :class:`TaskResult` per benchmark, in table order.
+        method: what produced the rows: ``"agent"`` (CodeAct episodes), ``"CoT"`` or ``"CoT+RAG"``.
+        sag_n: candidates per step with self-consistent action generation (0: off).
+        limit: the number of tasks per benchmark, when the run was cut to the first ``limit``.
+    """
+
+    policy: str
+    rows: tuple[TaskResult, ...]
+    method: str = "agent"
+    sag_n: int = 0
+    limit: int | None = None
+
+    @property
+    def qa_metric(self) -> str:
+        """The metric behind the factual accuracies ("em", "f1", "judge"; comma-joined when rows differ)."""
+        metrics = sorted({row.metric for row in self.rows if row.domain == "factual"})
+        return ", ".join(metrics) if metrics else "none"
+
+    def averages(self) -> dict[str, dict[str, float | None]]:
+        """Unweighted means over benchmarks (as the paper's "Avg" columns) for factual, math and all rows."""
+        result: dict[str, dict[str, float | None]] = {}
+        for group in _GROUPS:
+            rows = [row for row in self.rows if group == "all" or row.domain == group]
+            if not rows:
+                continue
+            means: dict[str, float | None] = {"benchmarks": float(len(rows))}
+            for name in _AVERAGED:
+                values = [getattr(row, name) for row in rows if getattr(row, name) is not None]
+                means[name] = sum(values) / len(values) if values else None
+            result[group] = means
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "method": self.method,
+            "sag_n": self.sag_n,
+            "sag": self.sag_n > 1,
+            "limit": self.limit,
+            "qa_metric": self.qa_metric,
+            "rows": [row.to_dict() for row in self.rows],
+            "averages": self.averages(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultsTable:
+        """The table :meth:`to_dict` (or ``results.json``) describes."""
+        return cls(
+            policy=str(data["policy"]),
+            rows=tuple(TaskResult(**row) for row in data["rows"]),
+            method=str(data.get("method", "agent")),
+            sag_n=int(data.get("sag_n", 0)),
+            limit=data.get("limit"),
+        )
+
+    def _settings_line(self) -> str:
+        qa = [METRIC_NAMES.get(name, name) for name in self.qa_metric.split(", ") if name != "none"]
+        parts = [f"QA metric: {', '.join(qa) if qa else 'none (no factual benchmark)'}"]
+        if any(row.domain == "math" for row in self.rows):
+            parts.append(f"math metric: {METRIC_NAMES['math']}")
+        parts.append(f"SAG: {'on, N=' + str(self.sag_n) if self.sag_n > 1 else 'off'}")
+        parts.append(f"tasks per benchmark: {'first ' + str(self.limit) if self.limit else 'all'}")
+        return "; ".join(parts) + "."
+
+    def to_markdown(self) -> str:
+        """The table as Markdown, with a line saying which QA metric and whether SAG was used."""
+        header = (
+            "| Benchmark | Domain | Metric | Episodes | Accuracy (%) | Invalid actions (%) | Mean steps "
+            "| Completion tokens / ep. | Prompt tokens / ep. |"
+        )
+        lines = [
+            f"## {self.method} - {self.policy}",
+            "",
+            self._settings_line(),
+            "",
+            header,
+            "|" + "---|" * (header.count("|") - 1),
+        ]
+        for row in self.rows:
+            lines.append(
+                f"| {row.benchmark} | {row.domain} | {row.metric} | {row.episodes} | {_percent(row.accuracy)} "
+                f"| {_percent(row.invalid_action_rate)} | {_number(row.mean_steps)} | {_number(row.completion_tokens)} "
+                f"| {_number(row.prompt_tokens)} |"
+            )
+        for group, means in self.averages().items():
+            lines.append(
+                f"| **Avg ({group})** | {group} | | {_plural(int(means['benchmarks'] or 0), 'benchmark')} "
+                f"| **{_percent(means['accuracy'])}** | {_percent(means['invalid_action_rate'])} "
+                f"| {_number(means['mean_steps'])} | {_number(means['completion_tokens'])} "
+                f"| {_number(means['prompt_tokens'])} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per benchmark and per average (``benchmark`` = ``avg:<group>``)."""
+        settings = {"policy": self.policy, "method": self.method, "sag_n": self.sag_n, "limit": self.limit}
+        rows: list[dict[str, Any]] = []
+        for row in self.rows:
+            flat = {key: value for key, value in row.to_dict().items() if key != "grader_metrics"}
+            flat.update({f"grader_{name}": value for name, value in row.grader_metrics.items()})
+            rows.append({**settings, **flat})
+        for group, means in self.averages().items():
+            rows.append({**settings, "env_id": "", "benchmark": f"avg:{group}", "domain": group, **means})
+        return rows
+
+    def write(self, out_dir: str | os.PathLike[str], *, chart: bool = True) -> dict[str, Path]:
+        """Write ``results.md``, ``results.csv``, ``results.json`` and ``results.png`` into ``out_dir``.
+
+        The chart needs matplotlib; without it the other three are written and a warning says so.
+        """
+        directory = Path(out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {"md": directory / "results.md", "csv": directory / "results.csv", "json": directory / "results.json"}
+        paths["md"].write_text(self.to_markdown())
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        rows = self.csv_rows()
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        with paths["csv"].open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        if chart:
+            try:
+                paths["png"] = self.plot(directory / "results.png")
+            except ImportError:
+                warnings.warn("matplotlib is not installed: results.png was not written", stacklevel=2)
+        return paths
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """A bar chart of the accuracy per benchmark and the averages, coloured by domain."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        labels = [row.benchmark for row in self.rows]
+        values = [100 * row.accuracy for row in self.rows]
+        colours = [_DOMAIN_COLOURS.get(row.domain, _DOMAIN_COLOURS["other"]) for row in self.rows]
+        hatches = [""] * len(labels)
+        for group, means in self.averages().items():
+            labels.append(f"Avg ({group})")
+            values.append(100 * float(means["accuracy"] or 0.0))
+            colours.append(_DOMAIN_COLOURS.get(group, "#55A868"))
+            hatches.append("//")
+        figure = Figure(figsize=(max(6.0, 0.8 * len(labels) + 2), 4.5), layout="constrained")
+        FigureCanvasAgg(figure)  # the Agg canvas: no display, no global pyplot state
+        axes = figure.add_subplot()
+        bars = axes.bar(range(len(labels)), values, color=colours, hatch=hatches, edgecolor="white")
+        axes.bar_label(bars, labels=[f"{value:.1f}" for value in values], fontsize=8)
+        axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        axes.set_ylim(0, 105)
+        axes.set_ylabel("accuracy (%)")
+        sag = f"SAG N={self.sag_n}" if self.sag_n > 1 else "no SAG"
+        tasks = f"first {self.limit} tasks" if self.limit else "all tasks"
+        axes.set_title(f"{self.method} - {self.policy}\nQA metric: {self.qa_metric}; {sag}; {tasks}", fontsize=9)
+        figure.savefig(path, dpi=120)
+        return Path(path)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def evaluate(
+    policy: str | Policy,
+    env_ids: Sequence[str] = PAPER_SUITE,
+    *,
+    env_kwargs_by_env: Mapping[str, Mapping[str, Any]] | None = None,
+    limit: int | None = None,
+    sag_n: int = 0,
+    num_envs: int = 8,
+    out_dir: str | os.PathLike[str],
+    sampling: SamplingParams | None = None,
+    vectorization_mode: str = "sync",
+    wandb_project: str | None = None,
+    progress: bool = True,
+) -> ResultsTable:
+    """Run ``policy`` on the first ``limit`` tasks (all when ``None``) of each env and tabulate the results.
+
+    Trajectories go to ``out_dir/trajectories/<env_id>.jsonl`` and a rerun with the same ``out_dir``
+    only runs the missing episodes; the table (written to ``out_dir/results.*`` after every benchmark)
+    covers every episode of the requested tasks in those files.
+
+    Args:
+        policy: a spec for :func:`~agentdistill.policies.make_policy` (built here and closed at the end)
+            or a policy object (left open).
+        env_ids: the benchmarks, in table order (default: :data:`PAPER_SUITE`).
+        env_kwargs_by_env: constructor arguments per env id (e.g. from :func:`suite_env_kwargs`); an id
+            without an entry is built with none (hub data).
+        limit: tasks per benchmark; needed for envs with unlimited tasks (the synthetic ones).
+        sag_n: self-consistent action generation with this many candidates per step (off below 2).
+        num_envs: envs stepped together (fewer when fewer tasks are asked for).
+        out_dir: where trajectories, results and W&B files go.
+        sampling: sampling settings (greedy by default; SAG overrides temperature and top-p).
+        vectorization_mode: ``"sync"`` or ``"async"`` (envs in worker processes).
+        wandb_project: also log live metrics, the table and the chart to this W&B project (offline
+            without credentials; files under ``out_dir/wandb``).
+        progress: show progress bars.
+    """
+    _check_limit(limit)
+    if not env_ids:
+        raise ValueError("env_ids is empty: name at least one env id")
+    kwargs_by_env = env_kwargs_by_env or {}
+    out = Path(out_dir)
+    owned = isinstance(policy, str)
+    runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
+    sag = SAGSettings(n=sag_n) if sag_n > 1 else None
+    run = None
+    if wandb_project:
+        from agentdistill.tracking import start_wandb_run
+
+        config = {"policy": runner.name, "env_ids": list(env_ids), "limit": limit, "sag_n": sag_n,
+                  "num_envs": num_envs, "sampling": asdict(sampling or SamplingParams())}
+        run = start_wandb_run(wandb_project, out, config, name=f"eval {runner.name}")
+    table = ResultsTable(policy=runner.name, rows=(), sag_n=sag_n if sag else 0, limit=limit)
+    try:
+        for env_id in env_ids:
+            env_kwargs = dict(kwargs_by_env.get(env_id, {}))
+            log = None
+            if run is not None:
+                log = _prefixed_logger(run.log, env_id)
+            row = _evaluate_env(
+                runner, env_id, env_kwargs, limit=limit, sag=sag, num_envs=num_envs, out=out,
+                sampling=sampling, vectorization_mode=vectorization_mode, progress=progress, log=log,
+            )
+            table = replace(table, rows=(*table.rows, row))
+            paths = table.write(out)
+        if run is not None:
+            _log_table(run, table, paths)
+    finally:
+        if owned:
+            runner.close()
+        if run is not None:
+            run.finish()
+    return table
+
+
+def _prefixed_logger(log: Callable[[dict[str, float]], None], env_id: str) -> Callable[[dict[str, float]], None]:
+    return lambda metrics: log({f"{env_id}/{name}": value for name, value in metrics.items()})
+
+
+def _evaluate_env(
+    policy: Policy,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    *,
+    limit: int | None,
+    sag: SAGSettings | None,
+    num_envs: int,
+    out: Path,
+    sampling: SamplingParams | None,
+    vectorization_mode: str,
+    progress: bool,
+    log: Callable[[dict[str, float]], None] | None,
+) -> TaskResult:
+    """Roll out the missing episodes of one benchmark and summarise its trajectory file."""
+    size = max(1, min(num_envs, limit)) if limit is not None else num_envs
+    envs = make_rollout_envs(env_id, size, vectorization_mode=vectorization_mode, **env_kwargs)
+    path = out / "trajectories" / f"{env_id}.jsonl"
+    try:
+        indices = task_indices(envs.get_attr("num_tasks")[0], limit, env_id)
+        check_task_ids(path, env_id, indices, lambda index: envs.call("task_at", index)[0].task_id)
+        run_rollouts(
+            envs, policy, env_id=env_id, task_indices=indices, out=str(path), sampling=sampling, sag=sag,
+            progress=progress, log=log,
+        )
+    finally:
+        envs.close()
+    wanted = set(indices)
+    records = [r for r in read_trajectories(path) if r.get("env_id") == env_id and r.get("task_index") in wanted]
+    _warn_if_mixed(records, policy.name, sag.n if sag else 0, path)
+    return summarize_records(env_id, records, metric=metric_of(env_id, env_kwargs))
+
+
+def task_indices(num_tasks: int | None, limit: int | None, env_id: str) -> list[int]:
+    """The first ``limit`` task indices of an env (all of them when ``limit`` is ``None``)."""
+    _check_limit(limit)
+    if num_tasks is None:
+        if limit is None:
+            raise ValueError(f"{env_id} generates unlimited tasks: pass limit=")
+        return list(range(limit))
+    return list(range(num_tasks if limit is None else min(limit, num_tasks)))
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+
+
+def check_task_ids(
+    path: str | os.PathLike[str], env_id: str, indices: Iterable[int], task_id_at: Callable[[int], str]
+) -> None:
+    """Refuse to resume a file whose finished episodes are of other tasks than the env's at those indices.
+
+    Resuming recognises episodes by task index, so a file written with other data (another split, another
+    ``data_path``) would otherwise be skipped over and reported as this benchmark's results.
+    """
+    if not Path(path).exists():
+        return
+    wanted = set(indices)
+    for record in read_trajectories(path):
+        index = record.get("task_index")
+        if record.get("env_id") != env_id or index not in wanted:
+            continue
+        expected = str(task_id_at(index))
+        if str(record.get("task_id")) != expected:
+            raise ValueError(
+                f"{path} holds task {record.get('task_id')!r} at index {index} of {env_id}, but the env's task "
+                f"there is {expected!r}: it was written with other data or env arguments. Use another out_dir."
+            )
+
+
+def _warn_if_mixed(records: Sequence[Mapping[str, Any]], policy_name: str, sag_n: int, path: Path) -> None:
+    """A resumed file with episodes of another policy or SAG setting would mix two runs in one row: say so."""
+    wanted = (policy_name, sag_n)
+    others = sorted({_run_of(record) for record in records} - {wanted})
+    if others:
+        described = ", ".join(f"{name} (SAG N={n})" if n else f"{name} (no SAG)" for name, n in others)
+        warnings.warn(
+            f"{path} also holds episodes of {described}; the row mixes them with {policy_name} "
+            f"({'SAG N=' + str(sag_n) if sag_n else 'no SAG'}). Use another out_dir per setting.",
+            stacklevel=3,
+        )
+
+
+def _run_of(record: Mapping[str, Any]) -> tuple[str, int]:
+    sag = record.get("sag") or {}
+    return str(record.get("policy")), int(sag.get("n", 0)) if isinstance(sag, Mapping) else 0
+
+
+def _log_table(run: Any, table: ResultsTable, paths: Mapping[str, Path]) -> None:
+    """Log the table (a ``wandb.Table``), the chart and the averages to a W&B run."""
+    import wandb
+
+    rows = table.csv_rows()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    payload: dict[str, Any] = {
+        "results": wandb.Table(columns=columns, data=[[_plain(row.get(column)) for column in columns] for row in rows])
+    }
+    if "png" in paths:
+        payload["results_chart"] = wandb.Image(str(paths["png"]))
+    for group, means in table.averages().items():
+        payload[f"avg/{group}/accuracy"] = means["accuracy"]
+    for row in table.rows:
+        payload[f"{row.env_id}/accuracy"] = row.accuracy
+    run.log(payload)
+    run.summary["qa_metric"] = table.qa_metric
+    run.summary["sag_n"] = table.sag_n
+
+
+def _plain(value: Any) -> Any:
+    """W&B tables want one type per column: ``None`` stays, everything else is a str, int or float."""
+    return value if value is None or isinstance(value, (int, float, str)) else str(value)
