@@ -1,0 +1,199 @@
+"""Run :func:`agentdistill.distill.sft.train_sft` in N processes with ``accelerate launch``.
+
+Each process runs ``python -m agentdistill.distill.sft``; they form one process group (NCCL on GPUs, gloo on
+CPU) and train data-parallel. The CPU case has a trap: ``accelerate launch --cpu --num_processes 2`` (and a
+``distributed_type: MULTI_CPU`` config) goes through accelerate's single-process launcher, which starts ONE
+process unless mpirun is set up, and training then runs undistributed without a word. What does start two CPU
+processes is accelerate's torchrun launcher, selected by ``configs/accelerate/cpu_2proc.yaml``
+(``distributed_type: MULTI_GPU`` with ``use_cpu: true``), with ``ACCELERATE_USE_CPU=true`` in the environment so
+that each worker's ``TrainingArguments`` builds accelerate's MULTI_CPU state: a gloo group of world size N.
+
+Every rank writes ``out_dir/ranks/rank-K.json`` with the world size it saw from inside training;
+:func:`launch_sft` checks that N of them agree before returning, so the trap cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentdistill.distill.sft import RANKS_DIRNAME, RESULT_FILENAME, SFTResult, SFTSettings, as_conversations
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+ACCELERATE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+"""The repository's accelerate configs (present in a source checkout / editable install)."""
+
+SFT_MODULE = "agentdistill.distill.sft"
+
+
+def default_accelerate_config(*, cpu: bool) -> Path:
+    """``cpu_2proc.yaml`` on CPU (any process count; ``--num_processes`` overrides), ``ddp.yaml`` on GPUs."""
+    path = ACCELERATE_CONFIG_DIR / ("cpu_2proc.yaml" if cpu else "ddp.yaml")
+    if not path.is_file():
+        raise FileNotFoundError(f"no accelerate config at {path}; pass accelerate_config= explicitly")
+    return path
+
+
+def build_launch_command(
+    dataset_path: str | os.PathLike[str],
+    student: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    num_processes: int,
+    accelerate_config: str | os.PathLike[str],
+    config: str | os.PathLike[str] | None = None,
+    merge: bool = False,
+    main_process_port: int | None = None,
+) -> list[str]:
+    """The ``accelerate launch`` command line that runs the SFT entry point in ``num_processes`` processes."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        os.fspath(accelerate_config),
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+    ]
+    if main_process_port is not None:
+        command += ["--main_process_port", str(main_process_port)]
+    command += [
+        "-m",
+        SFT_MODULE,
+        "--dataset",
+        os.fspath(dataset_path),
+        "--student",
+        student,
+        "--out",
+        os.fspath(out_dir),
+    ]
+    if config is not None:
+        command += ["--config", os.fspath(config)]
+    if merge:
+        command.append("--merge")
+    return command
+
+
+def launch_environment(*, num_processes: int, cpu: bool, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus what the workers need (CPU mode, one BLAS thread share per process)."""
+    environment = dict(os.environ)
+    if cpu:
+        environment["ACCELERATE_USE_CPU"] = "true"
+    # accelerate needs psutil to choose a CPU thread count when OMP_NUM_THREADS is unset; split the cores evenly.
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, num_processes))))
+    environment.update(overrides or {})
+    return environment
+
+
+def launch_sft(
+    dataset: Dataset | Iterable[Mapping[str, Any]] | str | os.PathLike[str],
+    student: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: SFTSettings | None = None,
+    config: str | os.PathLike[str] | None = None,
+    num_processes: int = 2,
+    accelerate_config: str | os.PathLike[str] | None = None,
+    cpu: bool | None = None,
+    merge: bool = False,
+    main_process_port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+) -> SFTResult:
+    """Train in ``num_processes`` processes and return the main process's :class:`SFTResult`.
+
+    Args:
+        dataset: conversations (a ``Dataset`` or rows with ``messages``, written to a temporary directory for
+            the workers), or the path of a ``save_to_disk`` directory / JSONL file.
+        settings / config: the SFT settings, as an object or a YAML path (not both; neither: the paper's).
+        accelerate_config: an accelerate config file (default: :func:`default_accelerate_config`).
+        cpu: train on CPU (default: when no GPU is visible).
+        main_process_port: rendezvous port (default: the config's; the shipped configs pick a free one).
+        env: extra environment variables for the workers.
+        log_path: where the workers' stdout and stderr go (default: this process's).
+
+    Raises:
+        RuntimeError: the launch failed, or fewer than ``num_processes`` ranks trained in one group.
+    """
+    import torch
+
+    if settings is not None and config is not None:
+        raise ValueError("pass settings or config, not both")
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ranks_dir = out / RANKS_DIRNAME
+    for stale in ranks_dir.glob("rank-*.json"):
+        stale.unlink()
+    (out / RESULT_FILENAME).unlink(missing_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="agentdistill-sft-launch-") as scratch:
+        if isinstance(dataset, (str, os.PathLike)):
+            dataset_path = Path(dataset).resolve()
+        else:
+            dataset_path = Path(scratch) / "dataset"
+            as_conversations(dataset).save_to_disk(str(dataset_path))
+        if settings is not None:
+            config = Path(scratch) / "sft_settings.yaml"
+            settings.to_yaml(config)
+        command = build_launch_command(
+            dataset_path,
+            student,
+            out,
+            num_processes=num_processes,
+            accelerate_config=accelerate_config or default_accelerate_config(cpu=cpu),
+            config=config,
+            merge=merge,
+            main_process_port=main_process_port,
+        )
+        environment = launch_environment(num_processes=num_processes, cpu=cpu, overrides=env)
+        logger.info("launching %d SFT processes: %s", num_processes, " ".join(command))
+        _run(command, environment, log_path=log_path, timeout=timeout)
+
+    _check_ranks(ranks_dir, num_processes)
+    return SFTResult.from_json(out / RESULT_FILENAME)
+
+
+def _run(command: Sequence[str], environment: Mapping[str, str], *, log_path: Any, timeout: float | None) -> None:
+    if log_path is None:
+        completed = subprocess.run(command, env=dict(environment), timeout=timeout, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(f"SFT launch failed with exit code {completed.returncode}: {' '.join(command)}")
+        return
+    log = Path(log_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as handle:
+        completed = subprocess.run(
+            command, env=dict(environment), stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        )
+    if completed.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise RuntimeError(f"SFT launch failed with exit code {completed.returncode} (log: {log}):\n{tail}")
+
+
+def _check_ranks(ranks_dir: Path, num_processes: int) -> None:
+    """Every rank must have trained, in one group of ``num_processes``."""
+    records = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(ranks_dir.glob("rank-*.json"))]
+    ranks = sorted(record["rank"] for record in records)
+    sizes = {record["world_size"] for record in records}
+    if ranks != list(range(num_processes)) or sizes != {num_processes}:
+        raise RuntimeError(
+            f"asked for {num_processes} processes, but training ran on ranks {ranks} with world sizes "
+            f"{sorted(sizes)} (see {ranks_dir})"
+        )
