@@ -6,6 +6,7 @@
     agentdistill rollout --env AgentQA-Synthetic-v0 --policy expert --episodes 200 --num-envs 16 --out t.jsonl
     agentdistill show t.jsonl [--index I]
     agentdistill ftp build --env AgentQA-HotpotQA-v0 --policy openai:URL#MODEL --episodes 1000 --out ftp.json
+    agentdistill distill --trajectories t.jsonl --student scratch:tiny --out students/tiny --config configs/distill/sft_cpu_tiny.yaml
     agentdistill eval --policy hf:DIR --suite paper --data-root ../shared/data --limit 50 --sag 8 --out results/
 """
 
@@ -124,11 +125,29 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
     evaluate.add_argument("--sag", type=int, default=0, metavar="N", help="self-consistent action generation with N candidates")
     evaluate.add_argument("--cot", choices=("none", "cot", "cot-rag"), default="none", help="evaluate the CoT baseline instead of the agent")
+    evaluate.add_argument("--prompt-variant", choices=("full", "short"), default="full",
+                          help="system prompt of the envs: students trained by `agentdistill distill` use short")
     evaluate.add_argument("--num-envs", type=int, default=8)
     evaluate.add_argument("--max-new-tokens", type=int, default=1024)
     evaluate.add_argument("--out", required=True, help="output directory (trajectories and results)")
     evaluate.add_argument("--wandb-project", default=None)
     evaluate.add_argument("--no-progress", action="store_true")
+
+
+def _add_distill_command(commands: argparse._SubParsersAction) -> None:
+    distill = commands.add_parser(
+        "distill",
+        help="fine-tune a student on trajectory files (TRL SFT, LoRA or full, accelerate)",
+        description="Convert trajectories to chat conversations with the paper's filters, then SFT the student "
+        "with loss on its own turns only. The output directory loads as a student policy: hf:OUT.",
+    )
+    distill.add_argument("--trajectories", nargs="+", required=True, help="trajectory files from `agentdistill rollout`")
+    distill.add_argument("--student", required=True, help="a hub id, a local model directory, or scratch:tiny / scratch:small")
+    distill.add_argument("--out", required=True, help="output directory (resumes from its last checkpoint)")
+    distill.add_argument("--config", default=None, help="SFT settings YAML (default: the paper's, configs/distill/sft_paper.yaml)")
+    distill.add_argument("--num-processes", type=int, default=1, help="train in this many processes through accelerate")
+    distill.add_argument("--accelerate-config", default=None, help="accelerate config (default: chosen for the machine)")
+    distill.add_argument("--merge", action="store_true", help="also write a merged model to OUT/merged (LoRA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_command(commands)
     _add_rollout_commands(commands)
     _add_eval_command(commands)
+    _add_distill_command(commands)
     return parser
 
 
@@ -252,7 +272,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     suites = {"paper": PAPER_SUITE, "factual": PAPER_FACTUAL, "math": PAPER_MATH}
     env_ids = tuple(args.tasks) if args.tasks else tuple(suites[args.suite])
     local = {env_id: suite_env_kwargs(args.data_root, (env_id,))[env_id] for env_id in env_ids if env_id in PAPER_SUITE}
-    kwargs_by_env = {env_id: local.get(env_id, {}) for env_id in env_ids}
+    kwargs_by_env = {env_id: {**local.get(env_id, {}), "prompt_variant": args.prompt_variant} for env_id in env_ids}
     if args.cot != "none":
         from agentdistill.distill.cot import evaluate_cot_suite
 
@@ -275,6 +295,33 @@ def _run_eval(args: argparse.Namespace) -> None:
     sys.stdout.write(table.to_markdown() + "\n")
 
 
+def _run_distill(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from agentdistill.distill.sft import SFTSettings, train_sft
+    from agentdistill.distill.sft_data import trajectories_to_dataset
+
+    dataset, report = trajectories_to_dataset(args.trajectories)
+    report.describe()
+    if len(dataset) == 0:
+        raise SystemExit("no episode passed the filters: nothing to train on")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_path = out / "sft_data.jsonl"
+    dataset.to_json(str(data_path))
+    settings = SFTSettings.from_yaml(args.config) if args.config else SFTSettings()
+    if args.num_processes > 1:
+        from agentdistill.distill.launch import launch_sft
+
+        result = launch_sft(
+            data_path, args.student, out, settings=settings, num_processes=args.num_processes,
+            accelerate_config=args.accelerate_config, merge=args.merge,
+        )
+    else:
+        result = train_sft(dataset, args.student, out, settings, merge=args.merge)
+    sys.stdout.write(f"student written to {out}; load it with --policy hf:{out}\n{result}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentdistill`` console script."""
     args = build_parser().parse_args(argv)
@@ -291,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_ftp_build(args)
     elif args.command == "eval":
         _run_eval(args)
+    elif args.command == "distill":
+        _run_distill(args)
     return 0
 
 

@@ -23,6 +23,7 @@ import pytest
 import agentdistill  # noqa: F401 - registers the env ids
 from tests.conftest import SHARED_DATA, code_action
 
+REPO = Path(__file__).resolve().parents[1]
 WIKI_SAMPLE = SHARED_DATA / "corpora/flashrag_wiki18_sample_1000.jsonl"
 HOTPOT = SHARED_DATA / "hotpotqa/distractor_dev_500_hf.jsonl"
 
@@ -193,3 +194,32 @@ def test_eval_writes_the_results_table_and_chart(tmp_path: Path) -> None:
     assert "| **Avg (all)** |" in result.stdout and "100.0" in result.stdout
     for name in ("results.md", "results.csv", "results.json", "results.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_distill_expert_trajectories_into_a_student_that_eval_runs(tmp_path: Path) -> None:
+    trajectories = tmp_path / "t.jsonl"
+    rollout = subprocess.run(
+        [*_command(), "rollout", "--env", "AgentMath-Synthetic-v0", "--policy", "expert", "--episodes", "12",
+         "--num-envs", "4", "--out", str(trajectories), "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert rollout.returncode == 0, rollout.stderr
+    config = tmp_path / "sft.yaml"
+    tiny = (REPO / "configs" / "distill" / "sft_cpu_tiny.yaml").read_text().replace("max_steps: 30", "max_steps: 4")
+    config.write_text(tiny)
+    student = tmp_path / "student"
+    distill = subprocess.run(
+        [*_command(), "distill", "--trajectories", str(trajectories), "--student", "scratch:tiny", "--out", str(student),
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=900, env={**_environment(), "HOME": str(tmp_path / "home")},
+    )
+    assert distill.returncode == 0, distill.stderr
+    assert "kept" in distill.stdout and (student / "model.safetensors").exists()
+    evaluation = subprocess.run(
+        [*_command(), "eval", "--policy", f"hf:{student}", "--tasks", "AgentMath-Synthetic-v0", "--limit", "2",
+         "--num-envs", "2", "--max-new-tokens", "16", "--prompt-variant", "short", "--out", str(tmp_path / "eval"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())
