@@ -39,17 +39,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a script)
 import httpx
 
 from agentdistill.envs.data import load_tasks
@@ -106,34 +105,6 @@ QUICK_PLAN = Plan(questions=20, passes=2, dense_queries=32, bm25_queries=64, rou
 # --- measurement ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Wall-clock samples of one measurement, in milliseconds."""
-
-    samples_ms: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.samples_ms)
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples_ms)
-
-    @property
-    def p90_ms(self) -> float:
-        if self.n < 2:
-            return self.samples_ms[0]
-        return statistics.quantiles(self.samples_ms, n=10, method="inclusive")[-1]
-
-
-def elapsed_ms(call: Callable[[], object]) -> float:
-    """Run ``call`` once and return its wall-clock time in milliseconds."""
-    start = time.perf_counter_ns()
-    call()
-    return (time.perf_counter_ns() - start) / 1e6
-
-
 def cycled(pool: Sequence[str], start: int, count: int) -> list[str]:
     """``count`` queries from ``pool`` read round-robin from position ``start``."""
     return [pool[(start + offset) % len(pool)] for offset in range(count)]
@@ -148,9 +119,9 @@ class Throughput:
     """Queries/s of one query a call against BATCH_SIZE queries a call, from alternating passes."""
 
     queries_per_pass: int
-    one_by_one: Timing
+    one_by_one: benchlib.Timing
     """Wall time of each one-by-one pass over the queries."""
-    batched: Timing
+    batched: benchlib.Timing
 
     def one_by_one_qps(self) -> float:
         return self.queries_per_pass / (self.one_by_one.median_ms / 1e3)
@@ -180,15 +151,15 @@ def time_throughput(retriever: Retriever, pool: Sequence[str], n_queries: int, p
     for index in range(passes):
         pair = [(singles, one_by_one), (batch_times, batched)]
         for samples, run in pair if index % 2 == 0 else reversed(pair):
-            samples.append(elapsed_ms(run))
-    return Throughput(n_queries, Timing(tuple(singles)), Timing(tuple(batch_times)))
+            samples.append(benchlib.elapsed_ms(run))
+    return Throughput(n_queries, benchlib.Timing(tuple(singles)), benchlib.Timing(tuple(batch_times)))
 
 
 @dataclass(frozen=True)
 class ConcurrentTiming:
     """Per-search latencies of CONCURRENT_ENVS threads asking together, over the timed rounds."""
 
-    latency: Timing
+    latency: benchlib.Timing
     failures: int
     first_failure: str
     mean_batch_size: float | None = None
@@ -230,7 +201,7 @@ def run_rounds(searchers: Sequence[Retriever], pool: Sequence[str], first_round:
     failures = [failure for record in records for failure in record.failures]
     if not latencies:
         raise RuntimeError(f"every concurrent search failed, e.g. {failures[0]}")
-    return ConcurrentTiming(Timing(latencies), len(failures), failures[0] if failures else "")
+    return ConcurrentTiming(benchlib.Timing(latencies), len(failures), failures[0] if failures else "")
 
 
 def with_batch_size(timing: ConcurrentTiming, before: BatchingStats, after: BatchingStats) -> ConcurrentTiming:
@@ -283,11 +254,11 @@ def time_http_server(dense: DenseRetriever, pool: Sequence[str], rounds: int) ->
 
 @dataclass(frozen=True)
 class CacheTimings:
-    direct: Timing
+    direct: benchlib.Timing
     """The dense retriever called directly, one query at a time (no service)."""
-    miss: Timing
+    miss: benchlib.Timing
     """First ask of each query through the service."""
-    hit: Timing
+    hit: benchlib.Timing
     """Later asks of the same queries."""
     hit_rate: float
 
@@ -302,13 +273,13 @@ def time_cache(dense: DenseRetriever, pool: Sequence[str], n_queries: int, repea
         direct: list[float] = []
         miss: list[float] = []
         for query in queries:
-            direct.append(elapsed_ms(partial(dense.search, [query], TOP_K)))
-            miss.append(elapsed_ms(partial(service.search, [query], TOP_K)))
-        hit = [elapsed_ms(partial(service.search, [query], TOP_K)) for _ in range(repeat_passes) for query in queries]
+            direct.append(benchlib.elapsed_ms(partial(dense.search, [query], TOP_K)))
+            miss.append(benchlib.elapsed_ms(partial(service.search, [query], TOP_K)))
+        hit = [benchlib.elapsed_ms(partial(service.search, [query], TOP_K)) for _ in range(repeat_passes) for query in queries]
         after = service.stats
     asked = after.queries - before.queries
     hit_rate = (after.cache_hits - before.cache_hits) / asked if asked else 0.0
-    return CacheTimings(Timing(tuple(direct)), Timing(tuple(miss)), Timing(tuple(hit)), hit_rate)
+    return CacheTimings(benchlib.Timing(tuple(direct)), benchlib.Timing(tuple(miss)), benchlib.Timing(tuple(hit)), hit_rate)
 
 
 # --- setup ------------------------------------------------------------------------------------------------
@@ -457,18 +428,7 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
             cells.append(
                 (*lead, base.name, str(base.n), base.figure.text(), format_gain(gain(row.figure, base.figure)))
             )
-    widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
-    right_aligned = {1, 2, 6, 7, 8}
-
-    def render(line: tuple[str, ...]) -> str:
-        parts = [
-            value.rjust(width) if column in right_aligned else value.ljust(width)
-            for column, (value, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "-" * len(render(header))
-    return [rule, render(header), rule, *(render(line) for line in cells[1:]), rule]
+    return benchlib.table_lines(header, cells[1:], right_aligned={1, 2, 6, 7, 8})
 
 
 @dataclass(frozen=True)
@@ -555,18 +515,6 @@ def cache_rows(results: Results) -> list[Row]:
     ]
 
 
-def machine_line() -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({usable} usable), "
-        f"load average {load}; Python {platform.python_version()} ({sys.executable})"
-    )
-
-
 def torch_line(device: str) -> str:
     import torch
 
@@ -589,7 +537,7 @@ def failure_lines(results: Results) -> list[str]:
 def print_report(results: Results, encoder_label: str, device: str) -> None:
     workload, build = results.workload, results.build
     encoder = build.dense.encoder
-    print(machine_line())
+    print(benchlib.machine_line())
     print(torch_line(device))
     print(
         f"corpus: {len(workload.documents):,} paragraphs pooled from the first {workload.questions} questions of "

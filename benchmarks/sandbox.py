@@ -27,15 +27,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a script)
 
 from agentdistill.envs.tools.sandbox import ExecutionResult, LocalSandbox, SandboxLimits
 
@@ -59,27 +57,6 @@ QUICK_REPEATS = 3
 
 
 @dataclass(frozen=True)
-class Timing:
-    """Wall-clock samples of one measurement, in milliseconds."""
-
-    samples_ms: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.samples_ms)
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples_ms)
-
-    @property
-    def p90_ms(self) -> float:
-        if self.n < 2:
-            return self.samples_ms[0]
-        return statistics.quantiles(self.samples_ms, n=10, method="inclusive")[-1]
-
-
-@dataclass(frozen=True)
 class Plan:
     """How many warm-up and timed calls each measurement gets."""
 
@@ -100,24 +77,17 @@ class OurTimings:
     """The sandbox's figures, and the native reference for the heavy cell."""
 
     isolation: str
-    trivial: Timing
-    fresh: Timing
-    heavy: Timing
-    native: Timing
+    trivial: benchlib.Timing
+    fresh: benchlib.Timing
+    heavy: benchlib.Timing
+    native: benchlib.Timing
 
 
-def elapsed_ms(call: Callable[[], object]) -> float:
-    """Run ``call`` once and return its wall-clock time in milliseconds."""
-    start = time.perf_counter_ns()
-    call()
-    return (time.perf_counter_ns() - start) / 1e6
-
-
-def time_calls(call: Callable[[], object], samples: int, warmups: int) -> Timing:
+def time_calls(call: Callable[[], object], samples: int, warmups: int) -> benchlib.Timing:
     """Call ``call`` ``warmups`` times untimed, then ``samples`` times timed."""
     for _ in range(warmups):
         call()
-    return Timing(tuple(elapsed_ms(call) for _ in range(samples)))
+    return benchlib.Timing(tuple(benchlib.elapsed_ms(call) for _ in range(samples)))
 
 
 def checked(result: ExecutionResult) -> ExecutionResult:
@@ -136,12 +106,12 @@ def run_natively(code: str) -> None:
     exec(code, {"__name__": "__main__"})  # noqa: S102 - our own constant benchmark code
 
 
-def time_trivial_warm(sandbox: LocalSandbox, plan: Plan) -> Timing:
+def time_trivial_warm(sandbox: LocalSandbox, plan: Plan) -> benchlib.Timing:
     checked(sandbox.run(TRIVIAL_CELL))  # start the worker outside the timed region
     return time_calls(lambda: checked(sandbox.run(TRIVIAL_CELL)), plan.trivial_samples, plan.warmups * 10)
 
 
-def time_fresh_episode(sandbox: LocalSandbox, plan: Plan) -> Timing:
+def time_fresh_episode(sandbox: LocalSandbox, plan: Plan) -> benchlib.Timing:
     def fresh_episode() -> None:
         sandbox.reset()
         checked(sandbox.run(TRIVIAL_CELL))
@@ -149,7 +119,7 @@ def time_fresh_episode(sandbox: LocalSandbox, plan: Plan) -> Timing:
     return time_calls(fresh_episode, plan.repeats, plan.warmups)
 
 
-def time_heavy_against_native(sandbox: LocalSandbox, plan: Plan) -> tuple[Timing, Timing]:
+def time_heavy_against_native(sandbox: LocalSandbox, plan: Plan) -> tuple[benchlib.Timing, benchlib.Timing]:
     """Sandbox and native samples of the heavy cell, alternating which goes first, so drift in machine
     load (other jobs, frequency scaling) falls on both alike."""
     checked(sandbox.run(TRIVIAL_CELL))
@@ -161,8 +131,8 @@ def time_heavy_against_native(sandbox: LocalSandbox, plan: Plan) -> tuple[Timing
     for index in range(plan.repeats):
         pair = [(ours, lambda: checked(sandbox.run(HEAVY_CELL))), (native, lambda: run_natively(HEAVY_CELL))]
         for samples, call in pair if index % 2 == 0 else reversed(pair):
-            samples.append(elapsed_ms(call))
-    return Timing(tuple(ours)), Timing(tuple(native))
+            samples.append(benchlib.elapsed_ms(call))
+    return benchlib.Timing(tuple(ours)), benchlib.Timing(tuple(native))
 
 
 def run_python_c(code: str) -> None:
@@ -196,9 +166,9 @@ def new_smolagents_executor(executor_class: type) -> Any:
 
 @dataclass(frozen=True)
 class SmolagentsTimings:
-    trivial: Timing
-    fresh: Timing
-    heavy: Timing
+    trivial: benchlib.Timing
+    fresh: benchlib.Timing
+    heavy: benchlib.Timing
 
 
 def time_smolagents(executor_class: type, plan: Plan) -> SmolagentsTimings:
@@ -258,37 +228,14 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
             prefix = lead if index == 0 else ("",) * len(lead)
             ratio = format_ratio(baseline.figure_ms / row.ours_ms)
             cells.append((*prefix, baseline.name, str(baseline.n), format_ms(baseline.figure_ms), ratio))
-    widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
-    right_aligned = {1, 2, 6, 7, 8}
-
-    def render(line: tuple[str, ...]) -> str:
-        parts = [
-            value.rjust(width) if column in right_aligned else value.ljust(width)
-            for column, (value, width) in enumerate(zip(line, widths))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "-" * len(render(header))
-    return [rule, render(header), rule, *(render(line) for line in cells[1:]), rule]
-
-
-def machine_line() -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({usable} usable), "
-        f"load average {load}; Python {platform.python_version()} ({sys.executable})"
-    )
+    return benchlib.table_lines(header, cells[1:], right_aligned={1, 2, 6, 7, 8})
 
 
 @dataclass(frozen=True)
 class Results:
     ours: OurTimings
-    python_c_trivial: Timing
-    python_c_heavy: Timing
+    python_c_trivial: benchlib.Timing
+    python_c_heavy: benchlib.Timing
     smolagents: SmolagentsTimings | None
 
 
@@ -350,7 +297,7 @@ def build_rows(results: Results) -> list[Row]:
 
 
 def print_report(results: Results) -> None:
-    print(machine_line())
+    print(benchlib.machine_line())
     print(f"sandbox: LocalSandbox, isolation {results.ours.isolation!r}; trivial cell {TRIVIAL_CELL!r}; heavy cell:")
     print("    " + HEAVY_CELL.replace("\n", "\n    "))
     for line in table_lines(build_rows(results)):

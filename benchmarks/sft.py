@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -52,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a script)
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
@@ -410,31 +409,11 @@ def build_rows(results: Results) -> list[Row]:
 def table_lines(rows: Sequence[Row]) -> list[str]:
     header = ("measurement", "padded", "packed", "packed/padded", "goal", "result")
     cells = [header, *((row.measurement, row.padded, row.packed, row.ratio, row.goal, format_verdict(row.passed)) for row in rows)]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
-    right_aligned = {1, 2, 3}
-
-    def render(line: tuple[str, ...]) -> str:
-        parts = [
-            value.rjust(width) if column in right_aligned else value.ljust(width)
-            for column, (value, width) in enumerate(zip(line, widths))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "-" * len(render(header))
-    return [rule, render(header), rule, *(render(line) for line in cells[1:]), rule]
+    return benchlib.table_lines(header, cells[1:], right_aligned={1, 2, 3})
 
 
-def machine_line() -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({usable} usable), "
-        f"load average {load}; Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
-    )
+def machine_details() -> str:
+    return f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def print_report(results: Results) -> None:
@@ -443,7 +422,7 @@ def print_report(results: Results) -> None:
 
     settings = results.settings
     shortest, median, longest = results.token_lengths
-    print(machine_line())
+    print(benchlib.machine_line(machine_details()))
     print(
         f"student: {results.student} ({results.parameters:,} parameters, attention {results.attention!r}), "
         f"same initial weights in both runs: {'yes' if results.same_initial_weights else 'NO'}; "
