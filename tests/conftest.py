@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from agentdistill.rollouts.evaluate import SUITE_DATA
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """Real public task data staged beside the repo (read in place, never copied into the repo)."""
 
@@ -23,21 +25,8 @@ def code_action(code: str, thought: str = "I will run some code.") -> str:
 
 
 ENV_DATA_KWARGS: dict[str, dict[str, str]] = {
-    "AgentQA-HotpotQA-v0": {"data_path": "hotpotqa/distractor_dev_500_hf.jsonl"},
-    "AgentQA-Bamboogle-v0": {
-        "data_path": "agent-distillation/qa_dataset/test/bamboogle_125_20250507.json",
-        "corpus": "corpora/flashrag_wiki18_sample_1000.jsonl",
-    },
-    "AgentQA-MuSiQue-v0": {"data_path": "musique/musique_ans_dev_200.jsonl"},
-    "AgentQA-2WikiMultiHopQA-v0": {
-        "data_path": "agent-distillation/qa_dataset/test/2wikimultihopqa_500_20250511.json",
-        "corpus": "2wiki/2wiki_corpus_6119.json",
-    },
+    **{env_id: dict(kwargs) for env_id, kwargs in SUITE_DATA.items()},
     "AgentMath-MATH-v0": {"data_path": "agent-distillation/math_dataset/train/math_1000_20250414.json"},
-    "AgentMath-MATH500-v0": {"data_path": "math/math500_test.jsonl"},
-    "AgentMath-GSMHard-v0": {"data_path": "math/gsmhard_v2_1319.jsonl"},
-    "AgentMath-AIME-v0": {"data_path": "agent-distillation/math_dataset/test/aime_90_20250504.json"},
-    "AgentMath-OlymMATH-v0": {"data_path": "agent-distillation/math_dataset/test/olymath_200_20250511.json"},
     "AgentQA-Synthetic-v0": {},
     "AgentMath-Synthetic-v0": {},
 }
