@@ -28,6 +28,17 @@ class Retriever(Protocol):
         ...
 
 
+def checked_search_args(queries: Sequence[str], k: int) -> list[str]:
+    """``queries`` as a list after checking the arguments every :meth:`Retriever.search` takes."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive number of documents, got {k!r}")
+    checked = list(queries)
+    for index, query in enumerate(checked):
+        if not isinstance(query, str):
+            raise TypeError(f"queries[{index}] must be a string, got {type(query).__name__}")
+    return checked
+
+
 def format_search_results(query: str, hits: Sequence[SearchHit]) -> str:
     """The text ``web_search`` returns: each document numbered, with its title and text."""
     if not hits:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from agentdistill.envs.tools.retrieval.base import SearchHit
+from agentdistill.envs.tools.retrieval.base import SearchHit, checked_search_args
 from agentdistill.envs.tools.retrieval.protocol import (
     HEALTH_PATH,
     RETRIEVE_PATH,
@@ -108,12 +108,7 @@ class RemoteRetriever:
 
     def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
         """Best-first hits per query from one ``POST /retrieve``; raises :class:`RetrievalUnavailableError`."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive number of documents, got {k!r}")
-        queries = list(queries)
-        for index, query in enumerate(queries):
-            if not isinstance(query, str):
-                raise TypeError(f"queries[{index}] must be a string, got {type(query).__name__}")
+        queries = checked_search_args(queries, k)
         if not queries:
             return []
         if self._client.is_closed:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from agentdistill.envs.tools.retrieval.base import Retriever, SearchHit
+from agentdistill.envs.tools.retrieval.base import Retriever, SearchHit, checked_search_args
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +115,7 @@ class BatchingRetriever:
 
     def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
         """Best-first hits per query; blocks until this caller's batch is answered."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive number of documents, got {k!r}")
-        queries = list(queries)
-        for index, query in enumerate(queries):
-            if not isinstance(query, str):
-                raise TypeError(f"queries[{index}] must be a string, got {type(query).__name__}")
+        queries = checked_search_args(queries, k)
         if not queries:
             return []
         found: dict[str, tuple[SearchHit, ...]] = {}
