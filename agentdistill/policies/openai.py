@@ -53,6 +53,7 @@ from agentdistill.policies.base import (
     SamplingParams,
     restore_end_code,
 )
+from agentdistill.retrying import check_retry_settings
 
 logger = logging.getLogger(__name__)
 
@@ -134,14 +135,7 @@ class OpenAIPolicy:
             raise ValueError(f"model must be a non-empty model name, got {model!r}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
-        if not (isinstance(backoff_s, (int, float)) and backoff_s >= 0):
-            raise ValueError(f"backoff_s must be a non-negative number of seconds, got {backoff_s!r}")
-        if not (isinstance(max_backoff_s, (int, float)) and max_backoff_s >= backoff_s):
-            raise ValueError(f"max_backoff_s must be a number >= backoff_s ({backoff_s}), got {max_backoff_s!r}")
+        check_retry_settings(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
         self.base_url = base_url.strip().rstrip("/")
         self.model = model.strip()
         self.max_concurrency = max_concurrency

@@ -33,6 +33,7 @@ from agentdistill.envs.tools.retrieval.protocol import (
     decode_response,
     encode_request,
 )
+from agentdistill.retrying import check_retry_settings
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +91,7 @@ class RemoteRetriever:
     ) -> None:
         self.retrieve_url, self.health_url = _endpoints(url)
         self.url = self.retrieve_url
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
-        if not (isinstance(backoff_s, (int, float)) and backoff_s >= 0):
-            raise ValueError(f"backoff_s must be a non-negative number of seconds, got {backoff_s!r}")
-        if not (isinstance(max_backoff_s, (int, float)) and max_backoff_s >= backoff_s):
-            raise ValueError(f"max_backoff_s must be a number >= backoff_s ({backoff_s}), got {max_backoff_s!r}")
+        check_retry_settings(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
         self.timeout_s = float(timeout_s)
         self.retries = retries
         self.backoff_s = float(backoff_s)
