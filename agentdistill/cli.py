@@ -71,6 +71,16 @@ def _env_argument(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _add_env_policy_tasks(parser: argparse.ArgumentParser) -> None:
+    """The arguments that say which env, which policy and which of the env's tasks (rollout, ftp build)."""
+    parser.add_argument("--env", required=True, help="env id, e.g. AgentQA-HotpotQA-v0")
+    parser.add_argument("--policy", required=True, help="expert, hf:PATH[@ADAPTER], vllm:MODEL[@LORA] or openai:URL#MODEL")
+    parser.add_argument("--episodes", type=int, required=True, help="run tasks START .. START+EPISODES-1")
+    parser.add_argument("--start", type=int, default=0, help="first task index (default: 0)")
+    parser.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE",
+                        help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
+
+
 def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     rollout = commands.add_parser(
         "rollout",
@@ -78,10 +88,7 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
         description="Run N envs against one policy, batching every waiting env into one policy call. "
         "Rerunning with the same --out finishes the remaining tasks.",
     )
-    rollout.add_argument("--env", required=True, help="env id, e.g. AgentQA-HotpotQA-v0")
-    rollout.add_argument("--policy", required=True, help="expert, hf:PATH[@ADAPTER], vllm:MODEL[@LORA] or openai:URL#MODEL")
-    rollout.add_argument("--episodes", type=int, required=True, help="run tasks START .. START+EPISODES-1")
-    rollout.add_argument("--start", type=int, default=0, help="first task index (default: 0)")
+    _add_env_policy_tasks(rollout)
     rollout.add_argument("--num-envs", type=int, default=8, help="envs stepped together (default: 8)")
     rollout.add_argument("--mode", choices=("sync", "async"), default="sync", help="vector env kind (default: sync)")
     rollout.add_argument("--out", required=True, help="trajectory file (JSON Lines), resumed if it exists")
@@ -91,8 +98,6 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     rollout.add_argument("--seed", type=int, default=None)
     rollout.add_argument("--sag", type=int, default=0, metavar="N", help="self-consistent action generation with N candidates")
     rollout.add_argument("--ftp", default=None, help="first-thought prefixes from `agentdistill ftp build`")
-    rollout.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE",
-                         help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
     rollout.add_argument("--wandb-project", default=None, help="log live metrics to this W&B project (offline without credentials)")
     rollout.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -104,12 +109,8 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     ftp = commands.add_parser("ftp", help="first-thought prefixes")
     ftp_commands = ftp.add_subparsers(dest="ftp_command", required=True, metavar="{build}")
     build = ftp_commands.add_parser("build", help="keep the first paragraph of the teacher's chain-of-thought per task")
-    build.add_argument("--env", required=True)
-    build.add_argument("--policy", required=True)
-    build.add_argument("--episodes", type=int, required=True)
-    build.add_argument("--start", type=int, default=0)
+    _add_env_policy_tasks(build)
     build.add_argument("--out", required=True, help="JSON file {task_id: prefix}")
-    build.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE")
 
 
 def _add_eval_command(commands: argparse._SubParsersAction) -> None:
