@@ -46,14 +46,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
 import os
 import time
 import types
-import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +62,7 @@ import torch
 from transformers import TrainerCallback
 
 from agentdistill.distill.students import SMALL, TINY, StudentConfig, build_student, save_student, train_tokenizer
+from agentdistill.settings import settings_from_mapping, settings_from_yaml, settings_to_dict
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -161,43 +160,16 @@ class SFTSettings:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> SFTSettings:
         """Settings from a mapping of field names; unknown keys and ill-typed values raise ``ValueError``."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = [key for key in mapping if key not in known]
-        if unknown:
-            problems = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), sorted(known), n=3)
-                hint = f" (did you mean {', '.join(repr(match) for match in close)}?)" if close else ""
-                problems.append(f"{key!r}{hint}")
-            raise ValueError(
-                f"unknown SFT setting(s) {'; '.join(problems)}; known settings: {', '.join(sorted(known))}"
-            )
-        hints = typing.get_type_hints(cls)
-        values = {key: _coerce(key, value, hints[key]) for key, value in mapping.items()}
-        return cls(**values)
+        return settings_from_mapping(cls, mapping, what="SFT")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> SFTSettings:
         """Settings from a flat YAML mapping (an empty file gives the defaults)."""
-        import yaml
-
-        with open(path, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle)
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            # A ValueError like every other bad config, so callers catch one exception type.
-            raise ValueError(f"{path}: expected a mapping of SFT settings, got {type(loaded).__name__}")  # noqa: TRY004
-        try:
-            return cls.from_mapping(loaded)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from error
+        return settings_from_yaml(cls, path, what="SFT")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples as lists), as YAML and W&B want them."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
-        }
+        return settings_to_dict(self)
 
     def to_yaml(self, path: str | os.PathLike[str]) -> None:
         import yaml
@@ -478,7 +450,6 @@ def prepare_sft(
     """Everything up to ``trainer.train()``: student, masking, TRL ``SFTTrainer``. Used by :func:`train_sft`."""
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     settings = settings or SFTSettings()
@@ -486,7 +457,7 @@ def prepare_sft(
     out.mkdir(parents=True, exist_ok=True)
     conversations = as_conversations(dataset)
     args = _sft_config(settings, out)
-    resume_from = get_last_checkpoint(str(out))
+    resume_from = last_complete_checkpoint(out)
 
     with args.main_process_first(local=False, desc="preparing the student"):
         if student_spec.startswith(SCRATCH_PREFIX):
@@ -548,6 +519,22 @@ def prepare_sft(
     )
 
 
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest ``checkpoint-N`` whose ``trainer_state.json`` (the Trainer writes it last) is readable: a run
+    killed while saving resumes from the checkpoint before, instead of crashing on the incomplete one."""
+    complete = []
+    for directory in out.glob("checkpoint-*"):
+        suffix = directory.name.removeprefix("checkpoint-")
+        if not (suffix.isdigit() and directory.is_dir()):
+            continue
+        try:
+            json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        complete.append((int(suffix), directory))
+    return str(max(complete)[1]) if complete else None
+
+
 def train_sft(
     dataset: Dataset | Iterable[Mapping[str, Any]],
     student_spec: str,
@@ -569,7 +556,7 @@ def train_sft(
     settings = settings or SFTSettings()
     merge = settings.merge_lora if merge is None else merge
     started = time.perf_counter()
-    recorder = _RankRecorder()
+    recorder = RankRecorder()
     prepared = prepare_sft(dataset, student_spec, out_dir, settings, callbacks=[recorder])
     trainer, out = prepared.trainer, prepared.out_dir
     is_main = trainer.args.process_index == 0
@@ -646,7 +633,7 @@ def _sft_config(settings: SFTSettings, out: Path) -> Any:
     )
 
 
-class _RankRecorder(TrainerCallback):
+class RankRecorder(TrainerCallback):
     """Notes, inside training, the world size and rank this process saw and how many steps it ran.
 
     Each process writes its record to ``out_dir/ranks/rank-K.json``: the evidence that a launch really ran
@@ -682,7 +669,7 @@ class _RankRecorder(TrainerCallback):
 def _result(
     prepared: PreparedSFT,
     settings: SFTSettings,
-    recorder: _RankRecorder,
+    recorder: RankRecorder,
     merged_dir: str | None,
     started: float,
     *,
@@ -789,40 +776,6 @@ def _log_samples(run: Any, prepared: PreparedSFT, count: int) -> None:
             tokenizer.decode(trained),
         )
     run.log({"train/sample_conversations": table})
-
-
-# --------------------------------------------------------------------------------------------------- coercion
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """``value`` as the field's type; YAML's quirks (``2e-4`` is a string, lists for tuples) are tolerated."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ValueError(f"setting {key!r} cannot be null")
-    for option in options:  # exact types first, so that a bool stays a bool in ``bool | str``
-        if option is bool and isinstance(value, bool):
-            return value
-        if option in (int, float, str) and type(value) is option:
-            return value
-    for option in options:
-        try:
-            if option is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-                return float(value)
-            if option is int and isinstance(value, str):
-                return int(value)
-            if option is int and isinstance(value, float) and value.is_integer():
-                return int(value)
-            if (
-                typing.get_origin(option) is tuple
-                and isinstance(value, (list, tuple))
-                and all(isinstance(item, str) for item in value)
-            ):
-                return tuple(value)
-        except ValueError:
-            continue
-    raise ValueError(f"setting {key!r} expects {hint}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------- entry point

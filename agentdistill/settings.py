@@ -1,0 +1,107 @@
+"""Strict settings from YAML: a misspelt key is an error naming it, never a silently ignored default.
+
+Every settings dataclass of the package (SFT, GRPO, ...) reads its YAML through :func:`settings_from_mapping`,
+so they all reject unknown keys the same way (with close matches suggested) and tolerate YAML's quirks the
+same way (``2e-4`` loads as a string, lists stand for tuples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+SettingsT = TypeVar("SettingsT")
+
+
+def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], *, what: str) -> SettingsT:
+    """``cls(**mapping)`` with every key checked against ``cls``'s fields and every value coerced to its type.
+
+    Raises:
+        ValueError: naming each unknown key (with close matches) and the known ones, or the ill-typed value.
+    """
+    known = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [key for key in mapping if key not in known]
+    if unknown:
+        problems = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3)
+            hint = f" (did you mean {', '.join(repr(match) for match in close)}?)" if close else ""
+            problems.append(f"{key!r}{hint}")
+        raise ValueError(f"unknown {what} setting(s) {'; '.join(problems)}; known settings: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(cls)
+    values = {key: coerce_setting(key, value, hints[key]) for key, value in mapping.items()}
+    return cls(**values)
+
+
+def load_yaml_mapping(path: str | os.PathLike[str], *, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (an empty file is ``{}``)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        loaded = yaml.safe_load(handle)
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        # A ValueError like every other bad config, so callers catch one exception type.
+        raise ValueError(f"{path}: expected a mapping of {what} settings, got {type(loaded).__name__}")  # noqa: TRY004
+    return dict(loaded)
+
+
+def settings_from_yaml(cls: type[SettingsT], path: str | os.PathLike[str], *, what: str) -> SettingsT:
+    """:func:`settings_from_mapping` of a YAML file; errors name the file."""
+    loaded = load_yaml_mapping(path, what=what)
+    try:
+        return settings_from_mapping(cls, loaded, what=what)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def settings_to_dict(settings: Any) -> dict[str, Any]:
+    """Plain values (tuples as lists, mappings as dicts), as YAML and W&B want them."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        if isinstance(value, Mapping):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    return {key: plain(value) for key, value in dataclasses.asdict(settings).items()}
+
+
+def coerce_setting(key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type; YAML's quirks (``2e-4`` is a string, lists for tuples) are tolerated."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ValueError(f"setting {key!r} cannot be null")
+    for option in options:  # exact types first, so that a bool stays a bool in ``bool | str``
+        if option is bool and isinstance(value, bool):
+            return value
+        if option in (int, float, str) and type(value) is option:
+            return value
+    for option in options:
+        try:
+            if option is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+                return float(value)
+            if option is int and isinstance(value, str):
+                return int(value)
+            if option is int and isinstance(value, float) and value.is_integer():
+                return int(value)
+            if (
+                typing.get_origin(option) is tuple
+                and isinstance(value, (list, tuple))
+                and all(isinstance(item, str) for item in value)
+            ):
+                return tuple(value)
+            if typing.get_origin(option) in (Mapping, dict) and isinstance(value, Mapping):
+                if all(isinstance(name, str) for name in value):
+                    return dict(value)
+        except ValueError:
+            continue
+    raise ValueError(f"setting {key!r} expects {hint}, got {value!r}")
