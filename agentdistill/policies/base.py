@@ -61,10 +61,17 @@ class PolicyRequest:
 
     LLM backends use only ``messages``; scripted experts read the generator's plan from ``context``
     (it is never rendered into a prompt).
+
+    ``prompt_token_ids``, when set, is the exact prompt to continue, token by token: backends that own a
+    tokenizer (transformers, vLLM) generate from these ids instead of rendering ``messages``. RL rollouts
+    use it so that every later turn's prompt holds the earlier turns' *sampled* ids, never a re-tokenised
+    rendering of their text (see :mod:`agentdistill.rollouts.tokens`). Text-only backends (an OpenAI-compatible
+    server, the scripted experts) cannot, and ``run_rollouts(token_trace=True)`` refuses them up front.
     """
 
     messages: tuple[Message, ...]
     context: Mapping[str, Any] = field(default_factory=dict)
+    prompt_token_ids: tuple[int, ...] | None = None
 
     @property
     def continues_assistant(self) -> bool:

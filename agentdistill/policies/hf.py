@@ -17,7 +17,8 @@ What a :class:`~agentdistill.policies.base.Completion` holds here:
 * ``logprobs``: one per token id, the log-probability of that token under the model's raw next-token
   distribution (log-softmax of the logits, before temperature and top-p), recorded during generation
   (vLLM's default ``raw_logprobs`` mode). Greedy or not, they describe the model, not the sampler.
-* ``prompt_token_ids``: the unpadded prompt ids, as the chat template and tokenizer produced them.
+* ``prompt_token_ids``: the unpadded prompt ids, as the chat template and tokenizer produced them (or as the
+  request gave them in ``PolicyRequest.prompt_token_ids``).
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ class HFPolicy:
         return f"HFPolicy({self.name!r}, device={str(self.device)!r})"
 
     def prompt_ids(self, request: PolicyRequest) -> list[int]:
-        """The prompt of ``request``: ChatML with a new assistant header, or the open partial assistant turn."""
+        """The prompt of ``request``: its ``prompt_token_ids`` when set, else its messages rendered by the chat
+        template with a new assistant header (or the open partial assistant turn)."""
+        if request.prompt_token_ids is not None:
+            return [int(token_id) for token_id in request.prompt_token_ids]
         messages = [dict(message) for message in request.messages]
         continues = request.continues_assistant
         encoded = self.tokenizer.apply_chat_template(

@@ -116,6 +116,46 @@ class VLLMPolicy:
         self._vllm = vllm
         self._lora_request = vllm.LoRARequest(LORA_NAME, LORA_ID, self.lora) if self.lora is not None else None
         self._llm: Any = vllm.LLM(model=model, **options)
+        self._owns_engine = True
+        self._tokenizer: Any = None
+
+    @classmethod
+    def from_engine(cls, llm: Any, *, tokenizer: Any = None, name: str = "vllm:engine", logprobs: bool = True) -> Self:
+        """A policy over an engine someone else owns, e.g. TRL's colocated engine during GRPO, whose weights
+        TRL syncs before each rollout; :meth:`close` leaves that engine running."""
+        policy = cls.__new__(cls)
+        policy._vllm = _import_vllm()
+        policy.model = name
+        policy.lora = None
+        policy.logprobs = bool(logprobs)
+        policy.name = name
+        policy._lora_request = None
+        policy._llm = llm
+        policy._owns_engine = False
+        policy._tokenizer = tokenizer
+        return policy
+
+    @property
+    def tokenizer(self) -> Any:
+        """The engine's tokenizer (what ``prompt_ids`` renders with)."""
+        if self._tokenizer is None:
+            if self._llm is None:
+                raise RuntimeError(f"{self.name} is closed")
+            self._tokenizer = self._llm.get_tokenizer()
+        return self._tokenizer
+
+    def prompt_ids(self, request: PolicyRequest) -> list[int]:
+        """The ids a request is generated from: its ``prompt_token_ids``, or its messages rendered by the chat
+        template (as ``LLM.chat`` renders them)."""
+        if request.prompt_token_ids is not None:
+            return [int(token) for token in request.prompt_token_ids]
+        continues = request.continues_assistant
+        ids = self.tokenizer.apply_chat_template(
+            [dict(message) for message in request.messages], tokenize=True,
+            add_generation_prompt=not continues, continue_final_message=continues,
+        )
+        ids = ids["input_ids"] if not isinstance(ids, list) else ids
+        return [int(token) for token in ids]
 
     def generate(self, requests: Sequence[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
         """``params.n`` completions per request, in request order."""
@@ -123,8 +163,16 @@ class VLLMPolicy:
         if self._llm is None:
             raise RuntimeError(f"{self.name} is closed")
         results: list[list[Completion] | None] = [None] * len(requests)
+        by_ids = [index for index, request in enumerate(requests) if request.prompt_token_ids is not None]
+        if by_ids:
+            prompts = [list(requests[index].prompt_token_ids or ()) for index in by_ids]
+            for index, completions in zip(by_ids, self._generate_ids(prompts, params)):
+                results[index] = completions
         for continues in (False, True):
-            indices = [index for index, request in enumerate(requests) if request.continues_assistant == continues]
+            indices = [
+                index for index, request in enumerate(requests)
+                if request.continues_assistant == continues and request.prompt_token_ids is None
+            ]
             if not indices:
                 continue
             conversations = [[dict(message) for message in requests[index].messages] for index in indices]
@@ -133,9 +181,10 @@ class VLLMPolicy:
         return [completions if completions is not None else [] for completions in results]
 
     def close(self) -> None:
-        """Drop the engine and free its GPU memory (best effort: vLLM offers no single call for it)."""
+        """Drop the engine and free its GPU memory (best effort: vLLM offers no single call for it); an engine
+        given to :meth:`from_engine` is only let go of."""
         llm, self._llm = self._llm, None
-        if llm is None:
+        if llm is None or not self._owns_engine:
             return
         engine = getattr(llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
@@ -186,6 +235,25 @@ class VLLMPolicy:
         if len(outputs) != len(conversations):
             reason = f"{self.name}: vLLM returned {len(outputs)} outputs for {len(conversations)} conversations"
             return [_failed(params, reason) for _ in conversations]
+        return [_completions_from_output(output, params) for output in outputs]
+
+    def _generate_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        """One ``LLM.generate`` call over token-id prompts (``PolicyRequest.prompt_token_ids``)."""
+        sampling = self._sampling_params(params)
+        try:
+            outputs = list(
+                self._llm.generate(
+                    [{"prompt_token_ids": ids} for ids in prompts], sampling_params=sampling, use_tqdm=False,
+                    lora_request=self._lora_request,
+                )
+            )
+        except Exception as error:  # noqa: BLE001 - find which prompts fail, keep the others
+            if len(prompts) == 1:
+                return [_failed(params, f"{self.name}: {type(error).__name__}: {error}")]
+            return [self._generate_ids([ids], params)[0] for ids in prompts]
+        if len(outputs) != len(prompts):
+            reason = f"{self.name}: vLLM returned {len(outputs)} outputs for {len(prompts)} prompts"
+            return [_failed(params, reason) for _ in prompts]
         return [_completions_from_output(output, params) for output in outputs]
 
     def _call_chat(self, conversations: list[list[dict[str, Any]]], sampling: Any, continues: bool) -> list[Any]:

@@ -12,13 +12,17 @@ never recorded.
 With SAG, the policy samples N candidates per env and the env runs them all from the same state and
 keeps the majority one (:mod:`agentdistill.envs.sag`); with FTP, a task's first turn starts with
 ``Thought: <prefix>`` and the policy continues it.
+
+For RL, ``samples_per_task=G`` runs each task G times (a GRPO group; records carry ``sample``), and
+``token_trace=True`` generates every turn from the ids of the turns before it and records them
+(:mod:`agentdistill.rollouts.tokens`), so training sees exactly what the model sampled.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +34,7 @@ from agentdistill.envs.sag import encode_candidates
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
 from agentdistill.rollouts.metrics import RolloutMetrics
 from agentdistill.rollouts.records import TrajectoryWriter
+from agentdistill.rollouts.tokens import ObservationTokenizer, TokenTrace
 
 IDLE_ACTION = f"Thought: idle.\n```py\npass\n```{END_CODE}"
 """What a spare env is stepped with while other envs finish their tasks (never recorded)."""
@@ -74,12 +79,26 @@ def make_rollout_envs(
     )
 
 
+class TokenPolicy(Protocol):
+    """A policy that can generate from token ids (``PolicyRequest.prompt_token_ids``): what ``token_trace``
+    needs (:class:`~agentdistill.policies.hf.HFPolicy` is one)."""
+
+    tokenizer: Any
+
+    def prompt_ids(self, request: PolicyRequest) -> list[int]:
+        """The ids the policy would generate ``request`` from."""
+        ...
+
+
 @dataclass
 class _Episode:
     task_index: int
+    sample: int
     context: dict[str, Any]
     messages: list[dict[str, str]]
     ftp_prefix: str | None
+    trace: TokenTrace | None = None
+    last_sampled: tuple[int, ...] = ()
     started: float = field(default_factory=time.monotonic)
     steps: list[dict[str, Any]] = field(default_factory=list)
     policy_seconds: float = 0.0
@@ -91,7 +110,8 @@ class _Episode:
         messages = list(self.messages)
         if self.ftp_prefix is not None and not self.steps:
             messages.append({"role": "assistant", "content": f"Thought: {self.ftp_prefix}"})
-        return PolicyRequest(messages=tuple(messages), context=self.context)
+        prompt_ids = self.trace.next_prompt() if self.trace is not None else None
+        return PolicyRequest(messages=tuple(messages), context=self.context, prompt_token_ids=prompt_ids)
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,8 @@ def run_rollouts(
     sag: SAGSettings | None = None,
     ftp_prefixes: Mapping[str, str] | None = None,
     record_token_ids: bool = False,
+    samples_per_task: int = 1,
+    token_trace: bool = False,
     progress: bool = True,
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> RolloutSummary:
@@ -128,24 +150,49 @@ def run_rollouts(
         sampling: sampling settings (greedy by default).
         sag: sample several candidates per step and let the env keep the majority.
         ftp_prefixes: first-thought prefixes by task id (tasks without one start normally).
-        record_token_ids: keep each step's sampled token ids and logprobs (for RL).
+        record_token_ids: keep each step's sampled token ids and logprobs.
+        samples_per_task: episodes per task (``sample`` 0..G-1 in the records; resuming skips each one
+            already written).
+        token_trace: generate each turn from the exact ids of the episode so far and record them as
+            ``record["token_trace"]`` (prompt ids, completion ids, env mask, logprobs; see
+            :mod:`agentdistill.rollouts.tokens`). Needs a policy with a tokenizer (transformers, vLLM)
+            and no SAG (the env, not the model, picks SAG's action).
         progress: show a progress bar with live metrics.
         log: called with the running metrics after every finished episode (e.g. ``wandb_run.log``).
     """
     if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
         raise ValueError("run_rollouts needs a vector env with autoreset_mode=DISABLED; build it with make_rollout_envs")
+    if samples_per_task < 1:
+        raise ValueError(f"samples_per_task must be a positive int, got {samples_per_task!r}")
+    observation_tokens = _observation_tokenizer(policy, sag) if token_trace else None
     sampling = sampling or SamplingParams()
     step_sampling = sag.sampling(sampling) if sag else sampling
-    tasks = list(task_indices)
+    episodes = [(index, sample) for index in task_indices for sample in range(samples_per_task)]
     with TrajectoryWriter(out) as writer:
-        todo = [index for index in tasks if not writer.is_done(env_id, index)]
+        todo = [(index, sample) for index, sample in episodes if not writer.is_done(env_id, index, sample)]
         loop = _Loop(envs, policy, writer, env_id, step_sampling, sag, ftp_prefixes or {}, record_token_ids, log)
+        loop.observation_tokens = observation_tokens
         bar = tqdm(total=len(todo), disable=not progress, desc=f"rollout {env_id}", unit="episode")
         try:
             loop.run(todo, bar)
         finally:
             bar.close()
-    return RolloutSummary(episodes=loop.metrics.episodes, skipped=len(tasks) - len(todo), metrics=loop.metrics.summary())
+    return RolloutSummary(
+        episodes=loop.metrics.episodes, skipped=len(episodes) - len(todo), metrics=loop.metrics.summary()
+    )
+
+
+def _observation_tokenizer(policy: Policy, sag: SAGSettings | None) -> ObservationTokenizer:
+    """What ``token_trace`` needs from the policy, checked before any episode starts."""
+    if sag is not None:
+        raise ValueError("token_trace cannot be combined with SAG: the env, not the model, chooses SAG's action")
+    tokenizer = getattr(policy, "tokenizer", None)
+    if tokenizer is None or not callable(getattr(policy, "prompt_ids", None)):
+        raise ValueError(
+            f"token_trace needs a policy that generates from token ids (transformers or vLLM); "
+            f"{policy.name!r} has no tokenizer/prompt_ids"
+        )
+    return ObservationTokenizer(tokenizer)
 
 
 class _Loop:
@@ -172,11 +219,12 @@ class _Loop:
         self.ftp_prefixes = ftp_prefixes
         self.record_token_ids = record_token_ids
         self.log = log
+        self.observation_tokens: ObservationTokenizer | None = None
         self.slots: list[_Episode | None] = [None] * envs.num_envs
         self.metrics = RolloutMetrics()
         self.started = time.monotonic()
 
-    def run(self, todo: list[int], bar: tqdm) -> None:
+    def run(self, todo: Sequence[tuple[int, int]], bar: tqdm) -> None:
         pending = list(reversed(todo))
         for slot in range(self.envs.num_envs):
             self._start_next(slot, pending)
@@ -201,6 +249,8 @@ class _Loop:
                 failed = "policy_error" in episode.steps[-1]
                 if not failed:
                     self._record_step(episode, info, observations[slot])
+                    if episode.trace is not None and not ended and self.observation_tokens is not None:
+                        episode.trace.add_env(self.observation_tokens.ids(episode.last_sampled, observations[slot]))
                 if ended or failed:
                     self._finish(episode, info, bool(terminated[slot]) and not failed, bool(truncated[slot]))
                     bar.update(1)
@@ -246,6 +296,12 @@ class _Loop:
             "completion_tokens": [choice.completion_tokens for choice in usable],
             "finish_reason": [choice.finish_reason for choice in usable],
         }
+        if episode.trace is not None:
+            if first.token_ids is None:
+                episode.steps.append({"policy_error": f"{self.policy.name} returned no token ids for token_trace"})
+                return IDLE_ACTION
+            episode.last_sampled = tuple(first.token_ids)
+            episode.trace.add_sampled(first.token_ids, first.logprobs)
         if self.record_token_ids:
             step["token_ids"] = [list(choice.token_ids or ()) for choice in usable]
             step["logprobs"] = [list(choice.logprobs or ()) for choice in usable]
@@ -255,16 +311,17 @@ class _Loop:
 
     # --- env --------------------------------------------------------------------------------------
 
-    def _start_next(self, slot: int, pending: list[int]) -> None:
+    def _start_next(self, slot: int, pending: list[tuple[int, int]]) -> None:
         if not pending:
             self.slots[slot] = None
             self._reset(slot, 0)
             return
-        task_index = pending.pop()
+        task_index, sample = pending.pop()
         observation, info = self._reset(slot, task_index)
         ftp = self.ftp_prefixes.get(str(info.get("task_id")))
-        self.slots[slot] = _Episode(
+        episode = _Episode(
             task_index=task_index,
+            sample=sample,
             context=info,
             messages=[
                 {"role": "system", "content": str(info["system_prompt"])},
@@ -272,6 +329,9 @@ class _Loop:
             ],
             ftp_prefix=ftp,
         )
+        if self.observation_tokens is not None:
+            episode.trace = TokenTrace(prompt_ids=list(self.policy.prompt_ids(episode.request())))  # type: ignore[attr-defined]
+        self.slots[slot] = episode
 
     def _reset(self, slot: int, task_index: int) -> tuple[str, dict[str, Any]]:
         mask = np.zeros(self.envs.num_envs, dtype=np.bool_)
@@ -299,6 +359,7 @@ class _Loop:
         record = {
             "env_id": self.env_id,
             "task_index": episode.task_index,
+            "sample": episode.sample,
             "task_id": episode.context.get("task_id"),
             "policy": self.policy.name,
             "sampling": asdict(self.sampling),
@@ -322,6 +383,8 @@ class _Loop:
                 "env_seconds": episode.env_seconds,
             },
         }
+        if episode.trace is not None:
+            record["token_trace"] = episode.trace.to_dict()
         self.writer.write(record)
         self.metrics.add_episode(score=score, steps=len(episode.steps), failed=failure is not None)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 RECORD_VERSION = 1
 
@@ -27,8 +27,14 @@ def read_trajectories(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+def episode_key(record: Mapping[str, Any]) -> tuple[str, int, int]:
+    """What identifies an episode in a file: env id, task index and sample number (a task can be run
+    several times, e.g. the group of G episodes GRPO samples per task; records without ``sample`` are 0)."""
+    return str(record.get("env_id")), int(record.get("task_index", -1)), int(record.get("sample", 0) or 0)
+
+
 class TrajectoryWriter:
-    """Appends records to ``path`` and knows which tasks it already holds (for resuming).
+    """Appends records to ``path`` and knows which episodes it already holds (for resuming).
 
     Opening an existing file keeps its complete lines and cuts a partial last line left by a crash.
     """
@@ -36,7 +42,7 @@ class TrajectoryWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._done: set[tuple[str, int]] = set()
+        self._done: set[tuple[str, int, int]] = set()
         self._repair_and_index()
         self._handle = self.path.open("ab")
 
@@ -55,14 +61,14 @@ class TrajectoryWriter:
                     break
                 valid_end += len(line)
                 if record is not None:
-                    self._done.add((str(record.get("env_id")), int(record.get("task_index", -1))))
+                    self._done.add(episode_key(record))
         if valid_end != self.path.stat().st_size:
             with self.path.open("rb+") as handle:
                 handle.truncate(valid_end)
 
-    def is_done(self, env_id: str, task_index: int) -> bool:
-        """Whether the file already holds the episode of this task."""
-        return (env_id, task_index) in self._done
+    def is_done(self, env_id: str, task_index: int, sample: int = 0) -> bool:
+        """Whether the file already holds sample ``sample`` of this task."""
+        return (env_id, task_index, sample) in self._done
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one episode and make it durable before returning."""
@@ -71,7 +77,7 @@ class TrajectoryWriter:
         self._handle.write(line)
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._done.add((str(record.get("env_id")), int(record.get("task_index", -1))))
+        self._done.add(episode_key(record))
 
     def close(self) -> None:
         self._handle.close()

@@ -184,3 +184,36 @@ def test_a_failing_request_fails_alone(fake_vllm: None) -> None:
     assert len(policy._llm.calls) == 3  # the batch, then each conversation alone
     assert [completion.finish_reason for completion in bad] == ["error", "error"]
     assert "max_model_len" in bad[0].error
+
+
+@dataclass
+class FakeEngineWithGenerate(FakeLLM):  # stand-in for TRL's colocated engine: token-id prompts too
+    def generate(self, prompts: list[dict[str, list[int]]], **kwargs: Any) -> list[RequestOutput]:
+        self.calls.append({"prompts": prompts, **kwargs})
+        n = kwargs["sampling_params"].n
+        return [
+            RequestOutput(p["prompt_token_ids"], [CompletionOutput(i, "t", [len(p["prompt_token_ids"])]) for i in range(n)])
+            for p in prompts
+        ]
+
+    shut_down: bool = False
+
+    @property
+    def llm_engine(self) -> FakeEngineWithGenerate:  # where VLLMPolicy.close looks for shutdown()
+        return self
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_from_engine_generates_from_token_ids_and_leaves_the_engine_running(fake_vllm: None) -> None:
+    engine = FakeEngineWithGenerate("trl-colocated", {})
+    policy = VLLMPolicy.from_engine(engine, tokenizer=object(), name="vllm:grpo")
+    by_ids = PolicyRequest(messages=({"role": "user", "content": "q"},), prompt_token_ids=(5, 6, 7))
+    results = policy.generate([ask("hello"), by_ids], SamplingParams(n=2))
+    assert [call.get("prompts") for call in engine.calls if "prompts" in call] == [[{"prompt_token_ids": [5, 6, 7]}]]
+    assert results[0][0].text.startswith("re: hello")  # rendered by the engine's chat
+    assert [c.prompt_token_ids for c in results[1]] == [(5, 6, 7)] * 2 and results[1][0].token_ids == (3,)
+    assert policy.prompt_ids(by_ids) == [5, 6, 7]
+    policy.close()
+    assert not engine.shut_down, "an engine given to from_engine belongs to its owner"
