@@ -97,7 +97,7 @@ class OpenAIPolicy:
             vLLM started without ``--api-key`` accepts).
         max_concurrency: requests in flight at once, across all :meth:`generate` calls; also the size of
             the connection pool. vLLM schedules them itself, so this only needs to cover its batch size.
-        timeout_s: limit for each network phase of one attempt (connect is capped at 30 s). Generation
+        timeout_s: limit for one attempt, from connecting to the last byte of the answer. Generation
             happens before the server answers, so this bounds the time to generate one turn.
         retries: further attempts after the first for a transient failure.
         backoff_s: sleep before the first retry, doubled before each next one up to ``max_backoff_s`` and
@@ -291,8 +291,11 @@ class OpenAIPolicy:
 
     async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Mapping[str, Any]:
         try:
-            response = await client.post(self.url, json=body)
-        except httpx.TimeoutException as error:
+            # httpx's timeouts bound each network phase only: a server (or proxy) that dribbles its answer a
+            # few bytes at a time would never trip them. The whole attempt gets ``timeout_s``.
+            async with asyncio.timeout(self.timeout_s):
+                response = await client.post(self.url, json=body)
+        except (httpx.TimeoutException, TimeoutError) as error:
             raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(error).__name__})") from error
         except httpx.TransportError as error:
             raise _Retryable(f"network error ({type(error).__name__}: {error or 'no detail'})") from error

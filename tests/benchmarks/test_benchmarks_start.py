@@ -33,3 +33,30 @@ def test_retrieval_benchmark_runs_and_prints_its_table() -> None:
     assert result.returncode == 0, result.stderr
     for row in ("dense: search(32 queries, 3)", "32 envs, shared BatchingRetriever", "32 envs, HTTP server", "cache hit"):
         assert row in result.stdout
+
+
+def test_run_all_starts_and_prints_one_table() -> None:
+    """Only run_all's own measurement (a rollout's peak memory), at smoke size: the benchmarks it combines are
+    checked above or are too slow for CI; this checks that it starts and prints the combined table."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick", "--only", "memory"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    for text in ("benchmark  measurement", "4-env rollout: peak RSS", "4-env rollout: peak PSS", "1-env rollout"):
+        assert text in result.stdout
+
+
+def test_soak_starts_and_finds_nothing_left_after_close() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # exits 1 when a process or temp dir leaked
+    for text in ("RSS start", "PSS start", "sandbox processes", "steps/s", "0 live child processes, 0 zombies"):
+        assert text in result.stdout

@@ -70,7 +70,8 @@ class RemoteRetriever:
     Args:
         url: the server, as ``http://host:port`` or the full ``http://host:port/retrieve`` that
             Search-R1 configs use (``search_url``); a path prefix before ``/retrieve`` is kept.
-        timeout_s: limit for each network phase of one attempt (connect, send, each read).
+        timeout_s: limit for one attempt, from connecting to the last byte of the answer (a server that
+            dribbles its answer is cut off too, at most one read timeout late).
         retries: further attempts after the first when a failure may be transient.
         backoff_s: sleep before the first retry; doubled before each next one, up to
             ``max_backoff_s``, and scaled by a random factor in [0.5, 1] so many envs retrying
@@ -180,7 +181,7 @@ class RemoteRetriever:
 
     def _attempt(self, payload: dict[str, Any], n_queries: int, k: int) -> list[list[SearchHit]]:
         try:
-            response = self._client.post(self.retrieve_url, json=payload)
+            response = self._post(payload)
         except httpx.TimeoutException as error:
             raise _Retryable(f"timed out after {self.timeout_s:g} s") from error
         except httpx.ConnectError as error:
@@ -199,6 +200,25 @@ class RemoteRetriever:
             return decode_response(body, n_queries, k)
         except RetrievalProtocolError as error:
             raise _Fatal(f"malformed response: {error}") from error
+
+    def _post(self, payload: dict[str, Any]) -> httpx.Response:
+        """``POST /retrieve``, read to the end within about ``timeout_s`` in all.
+
+        httpx's timeouts bound each network phase only, so a server (or proxy) that dribbles its answer
+        a few bytes at a time would never trip them and the env would wait without end; the answer is
+        therefore read chunk by chunk against one deadline (overshot by at most one read timeout).
+        """
+        deadline = time.monotonic() + self.timeout_s
+        with self._client.stream("POST", self.retrieve_url, json=payload) as streamed:
+            raw = bytearray()
+            for chunk in streamed.iter_raw():
+                raw += chunk
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer arrived too slowly", request=streamed.request)
+            # raw bytes and the original headers: the new response decodes any content encoding itself
+            return httpx.Response(
+                streamed.status_code, headers=streamed.headers, content=bytes(raw), request=streamed.request
+            )
 
     def _delay(self, attempt: int) -> float:
         base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))

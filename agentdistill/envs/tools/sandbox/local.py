@@ -34,7 +34,7 @@ import tempfile
 import time
 import warnings
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Collection, Literal, Mapping, Sequence
 
@@ -46,6 +46,7 @@ _PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_
 """Variables the workers may see: locale, search path and CPU-correctness settings, never secrets."""
 
 _STARTUP_TIMEOUT_S = 60.0
+_ZYGOTE_EXIT_WAIT_S = 0.5
 _CONTROL_BUFFER = 1 << 16
 
 IsolationMode = Literal["auto", "namespaces", "process"]
@@ -115,6 +116,19 @@ class _Resources:
 
     zygote: _Zygote | None = None
     episode: _Episode | None = None
+
+
+@dataclass(frozen=True)
+class _ToolOverrun:
+    """A tool call that was still running when the step's time ran out."""
+
+    call: ToolCall
+    seconds: float
+
+    def note(self) -> str:
+        """Why the step timed out, for the observation: the code was waiting on the tool, not looping."""
+        outcome = self.call.error if self.call.error else f"{self.call.name} answered too late"
+        return f"The time ran out while the code waited {self.seconds:.1f} s for the tool {self.call.name}: {outcome}."
 
 
 def _stop_episode(episode: _Episode) -> None:
@@ -201,13 +215,17 @@ class LocalSandbox:
         episode = self._resources.episode or self._start_episode()
         self._discard_candidates(episode)
         tool_calls: list[ToolCall] = []
-        deadline = started + self.limits.step_timeout_s + self.limits.kill_grace_s
+        overran: list[_ToolOverrun] = []
         try:
             write_frame(episode.current.data.fileno(), self._exec_frame(code))
-            message = self._await_result(episode.current, deadline, tool_calls)
+            message = self._await_result(episode.current, started, tool_calls, overran)
         except (ProtocolError, OSError) as failure:
-            return self._lost_episode(episode, failure, tool_calls, time.monotonic() - started)
-        return self._result_from(message, tool_calls, time.monotonic() - started)
+            result = self._lost_episode(episode, failure, tool_calls, time.monotonic() - started)
+        else:
+            result = self._result_from(message, tool_calls, time.monotonic() - started)
+        if overran and result.timed_out:
+            result = replace(result, error=f"{result.error} {overran[0].note()}")
+        return result
 
     def reset(self) -> None:
         """Replace the episode with a fresh one (a forked worker, a new directory), ready to run."""
@@ -348,6 +366,17 @@ class LocalSandbox:
         return environment
 
     def _start_episode(self) -> _Episode:
+        try:
+            return self._spawn_episode()
+        except (ProtocolError, OSError):
+            if not self._zygote_died():
+                raise
+        # The zygote was killed (the OOM killer, a stray signal) and its episodes with it: a new one serves
+        # from now on, rather than every later reset of this env failing.
+        self._drop_zygote()
+        return self._spawn_episode()
+
+    def _spawn_episode(self) -> _Episode:
         zygote = self._zygote()
         workdir = Path(tempfile.mkdtemp(prefix="agentdistill-sandbox-"))
         channel, theirs = _channel_pair()
@@ -358,12 +387,20 @@ class LocalSandbox:
                 _STARTUP_TIMEOUT_S,
                 [sock.fileno() for sock in theirs],
             )
+        except BaseException:
+            channel.close()
+            shutil.rmtree(workdir, ignore_errors=True)  # no episode owns it yet: nobody else would remove it
+            raise
         finally:
             for sock in theirs:
                 sock.close()
         episode = _Episode(pid=int(reply["pid"]), workdir=workdir, current=channel)
         self._resources.episode = episode
-        ready = read_frame(channel.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+        try:
+            ready = read_frame(channel.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+        except BaseException:
+            self._end_episode()
+            raise
         if ready["op"] == "failed":
             self._end_episode()
             raise RuntimeError(f"the sandbox could not start an episode: {ready.get('error')}")
@@ -376,14 +413,48 @@ class LocalSandbox:
             _stop_episode(self._resources.episode)
             self._resources.episode = None
 
-    def _await_result(self, channel: _Channel, deadline: float, tool_calls: list[ToolCall]) -> dict[str, Any]:
-        """Serve the worker's tool calls until its ``result`` frame arrives."""
+    def _zygote_died(self) -> bool:
+        """Whether the zygote has exited (waiting briefly: a killed process closes its sockets a moment
+        before it can be reaped)."""
+        zygote = self._resources.zygote
+        if zygote is None:
+            return False
+        try:
+            zygote.process.wait(timeout=_ZYGOTE_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _drop_zygote(self) -> None:
+        zygote, self._resources.zygote = self._resources.zygote, None
+        if zygote is not None:
+            zygote.control.close()
+
+    def _await_result(
+        self, channel: _Channel, started: float, tool_calls: list[ToolCall], overran: list[_ToolOverrun]
+    ) -> dict[str, Any]:
+        """Serve the worker's tool calls until its ``result`` frame arrives.
+
+        Tools run in this process and may outlast the step (a retrieval server slow to fail): the
+        worker's alarm then stops the cell while we wait, and its result is already in the socket when
+        the tool returns. The first such call is recorded in ``overran`` (the observation names it)
+        and earns the worker one more grace period to be read, so that our delay does not get a
+        healthy worker killed and the episode's variables lost. Only once: a cell that swallows its
+        timeouts and keeps calling tools is still killed.
+        """
+        timeout_at = started + self.limits.step_timeout_s
+        deadline = timeout_at + self.limits.kill_grace_s
         while True:
             message = read_frame(channel.data.fileno(), deadline)
             if message["op"] == "result":
                 return message
             if message["op"] == "tool_call":
+                called = time.monotonic()
                 self._answer_tool_call(channel, message, tool_calls)
+                returned = time.monotonic()
+                if not overran and returned > timeout_at:
+                    overran.append(_ToolOverrun(tool_calls[-1], returned - called))
+                    deadline = max(deadline, returned + self.limits.kill_grace_s)
 
     def _run_batch(self, episode: _Episode, codes: list[str]) -> list[_Candidate]:
         pairs = [_channel_pair() for _ in codes]
