@@ -24,7 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentdistill.distill.sft import RANKS_DIRNAME, RESULT_FILENAME, SFTResult, SFTSettings, as_conversations
+from agentdistill.distill.sft import (
+    RANKS_DIRNAME,
+    RESULT_FILENAME,
+    SFTResult,
+    SFTSettings,
+    as_conversations,
+    train_sft,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -35,6 +42,8 @@ ACCELERATE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "accel
 """The repository's accelerate configs (present in a source checkout / editable install)."""
 
 SFT_MODULE = "agentdistill.distill.sft"
+SFT_DATA_FILENAME = "sft_data.jsonl"
+"""Where :func:`run_sft` writes the training rows inside the output directory."""
 
 
 def default_accelerate_config(*, cpu: bool) -> Path:
@@ -57,6 +66,29 @@ def build_launch_command(
     main_process_port: int | None = None,
 ) -> list[str]:
     """The ``accelerate launch`` command line that runs the SFT entry point in ``num_processes`` processes."""
+    arguments = ["--dataset", os.fspath(dataset_path), "--student", student, "--out", os.fspath(out_dir)]
+    if config is not None:
+        arguments += ["--config", os.fspath(config)]
+    if merge:
+        arguments.append("--merge")
+    return accelerate_launch_command(
+        SFT_MODULE,
+        arguments,
+        num_processes=num_processes,
+        accelerate_config=accelerate_config,
+        main_process_port=main_process_port,
+    )
+
+
+def accelerate_launch_command(
+    module: str,
+    arguments: Sequence[str],
+    *,
+    num_processes: int,
+    accelerate_config: str | os.PathLike[str],
+    main_process_port: int | None = None,
+) -> list[str]:
+    """``accelerate launch`` of ``python -m module arguments`` in ``num_processes`` processes on this machine."""
     command = [
         sys.executable,
         "-m",
@@ -70,21 +102,7 @@ def build_launch_command(
     ]
     if main_process_port is not None:
         command += ["--main_process_port", str(main_process_port)]
-    command += [
-        "-m",
-        SFT_MODULE,
-        "--dataset",
-        os.fspath(dataset_path),
-        "--student",
-        student,
-        "--out",
-        os.fspath(out_dir),
-    ]
-    if config is not None:
-        command += ["--config", os.fspath(config)]
-    if merge:
-        command.append("--merge")
-    return command
+    return [*command, "-m", module, *arguments]
 
 
 def launch_environment(*, num_processes: int, cpu: bool, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -164,17 +182,48 @@ def launch_sft(
         )
         environment = launch_environment(num_processes=num_processes, cpu=cpu, overrides=env)
         logger.info("launching %d SFT processes: %s", num_processes, " ".join(command))
-        _run(command, environment, log_path=log_path, timeout=timeout)
+        run_launch(command, environment, log_path=log_path, timeout=timeout)
 
-    _check_ranks(ranks_dir, num_processes)
+    check_ranks(ranks_dir, num_processes)
     return SFTResult.from_json(out / RESULT_FILENAME)
 
 
-def _run(command: Sequence[str], environment: Mapping[str, str], *, log_path: Any, timeout: float | None) -> None:
+def run_sft(
+    dataset: Dataset,
+    student: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: SFTSettings | None = None,
+    num_processes: int = 1,
+    accelerate_config: str | os.PathLike[str] | None = None,
+    merge: bool = False,
+) -> SFTResult:
+    """Train ``student`` on ``dataset`` in this process, or in ``num_processes`` through :func:`launch_sft`.
+
+    What ``agentdistill distill`` and the ``sft`` / ``cot`` experiments run once they have their rows. The
+    rows are first written to ``out_dir/sft_data.jsonl``: the record of what was trained on, and the file
+    the launched workers read.
+    """
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: nothing to train on")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_path = out / SFT_DATA_FILENAME
+    dataset.to_json(str(data_path))
+    if num_processes > 1:
+        return launch_sft(
+            data_path, student, out, settings=settings, num_processes=num_processes,
+            accelerate_config=accelerate_config, merge=merge,
+        )
+    return train_sft(dataset, student, out, settings, merge=merge)
+
+
+def run_launch(command: Sequence[str], environment: Mapping[str, str], *, log_path: Any, timeout: float | None) -> None:
+    """Run a launch command to its end; a failure raises with the tail of its log."""
     if log_path is None:
         completed = subprocess.run(command, env=dict(environment), timeout=timeout, check=False)
         if completed.returncode != 0:
-            raise RuntimeError(f"SFT launch failed with exit code {completed.returncode}: {' '.join(command)}")
+            raise RuntimeError(f"launch failed with exit code {completed.returncode}: {' '.join(command)}")
         return
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -184,10 +233,10 @@ def _run(command: Sequence[str], environment: Mapping[str, str], *, log_path: An
         )
     if completed.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
-        raise RuntimeError(f"SFT launch failed with exit code {completed.returncode} (log: {log}):\n{tail}")
+        raise RuntimeError(f"launch failed with exit code {completed.returncode} (log: {log}):\n{tail}")
 
 
-def _check_ranks(ranks_dir: Path, num_processes: int) -> None:
+def check_ranks(ranks_dir: Path, num_processes: int) -> None:
     """Every rank must have trained, in one group of ``num_processes``."""
     records = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(ranks_dir.glob("rank-*.json"))]
     ranks = sorted(record["rank"] for record in records)

@@ -1,0 +1,137 @@
+"""Does GRPO on the rollout loop improve a distilled student? Before/after on held-out tasks, on CPU.
+
+    python benchmarks/rl.py                       # the full run (about 15-25 minutes on 2 cores)
+    python benchmarks/rl.py --quick               # a start check (a minute): tiny sizes, no claim
+
+1. The scripted expert plays ``--teacher-episodes`` training tasks of AgentMath-Synthetic-v0.
+2. A scratch Qwen2-architecture student (4 layers, hidden 192: ~2.4M parameters with its tokenizer) is
+   distilled on them with the real SFT path for only ``--sft-steps`` steps, on purpose: a student that
+   already solves everything leaves RL nothing to show.
+3. ``agentdistill.distill.grpo.train_grpo`` trains it with GRPO (``configs/rl/grpo_cpu_tiny.yaml`` unless
+   ``--config``) for ``--rl-steps`` steps, once per ``--seeds`` seed; each run scores the same
+   ``--eval-tasks`` held-out (test split) tasks greedily before and after.
+
+Prints, per seed: held-out success and mean reward before and after, the difference, and its standard error
+(paired over the same tasks: greedy decoding makes each task's before/after outcome deterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a script)
+
+import agentdistill  # noqa: F401 - registers the env ids
+from agentdistill.distill.grpo import GRPOSettings, train_grpo
+from agentdistill.distill.sft import SFTSettings, train_sft
+from agentdistill.distill.sft_data import trajectories_to_dataset
+from agentdistill.distill.students import StudentConfig, build_student, save_student, train_tokenizer
+from agentdistill.policies import make_policy
+from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
+from agentdistill.rollouts.records import read_trajectories
+
+ENV_ID = "AgentMath-Synthetic-v0"
+REPO = Path(__file__).resolve().parents[1]
+STUDENT_SHAPE = StudentConfig(hidden_size=192, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench-rl", help="working directory (resumed where possible)")
+    parser.add_argument("--teacher-episodes", type=int, default=400)
+    parser.add_argument("--sft-steps", type=int, default=120)
+    parser.add_argument("--rl-steps", type=int, default=40)
+    parser.add_argument("--eval-tasks", type=int, default=200)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--config", default=str(REPO / "configs" / "rl" / "grpo_cpu_tiny.yaml"))
+    parser.add_argument("--min-ops", type=int, default=1, help="arithmetic steps per problem, lowest (default: 1)")
+    parser.add_argument("--max-ops", type=int, default=2, help="arithmetic steps per problem, highest (default: 2)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the pipeline runs")
+    return parser
+
+
+def teacher_data(out: Path, episodes: int, difficulty: dict[str, int]) -> Path:
+    path = out / "teacher.jsonl"
+    envs = make_rollout_envs(ENV_ID, 8, max_steps=3, **difficulty)
+    try:
+        run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=range(episodes), out=str(path))
+    finally:
+        envs.close()
+    return path
+
+
+def distilled_student(out: Path, teacher: Path, steps: int) -> Path:
+    student = out / "student"
+    if (student / "sft_result.json").is_file():
+        return student
+    dataset, _ = trajectories_to_dataset(teacher)
+    texts = [message["content"] for row in dataset for message in row["messages"]]
+    tokenizer = train_tokenizer(texts, vocab_size=2048)
+    start = out / "student-init"
+    save_student(build_student(tokenizer, STUDENT_SHAPE, seed=0), tokenizer, start)
+    settings = SFTSettings(
+        learning_rate=2e-3, epochs=1, max_steps=steps, per_device_batch_size=16, gradient_accumulation_steps=1,
+        max_length=1024, lora=False, warmup_ratio=0.1, lr_scheduler="cosine", logging_steps=10,
+        save_strategy="no", bf16=False, gradient_checkpointing=False,
+    )
+    train_sft(dataset, str(start), student, settings)
+    return student
+
+
+def paired_gain(before: Path, after: Path, tasks: int) -> tuple[float, float]:
+    """Mean and standard error of (after - before) success over the same held-out tasks."""
+    def scores(path: Path) -> dict[int, float]:
+        return {r["task_index"]: float(r["score"]) for r in read_trajectories(path) if r["task_index"] < tasks}
+
+    first, second = scores(before), scores(after)
+    differences = [second[task] - first[task] for task in first if task in second]
+    mean = sum(differences) / len(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / max(len(differences) - 1, 1)
+    return mean, math.sqrt(variance / len(differences))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.teacher_episodes, args.sft_steps, args.rl_steps, args.eval_tasks = 16, 2, 1, 4
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    difficulty = {"min_ops": args.min_ops, "max_ops": args.max_ops}
+    teacher = teacher_data(out, args.teacher_episodes, difficulty)
+    student = distilled_student(out, teacher, args.sft_steps)
+    prepared = time.perf_counter() - started
+    rows = []
+    for seed in args.seeds:
+        base = GRPOSettings.from_yaml(args.config)
+        settings = base.replace(
+            seed=seed, max_steps=args.rl_steps, eval_tasks=args.eval_tasks, env_kwargs={**base.env_kwargs, **difficulty},
+            **({"num_envs": 4, "group_size": 2, "prompts_per_step": 2, "max_new_tokens": 16} if args.quick else {}),
+        )
+        begun = time.perf_counter()
+        run_dir = out / f"rl-seed{seed}"
+        result = train_grpo(ENV_ID, f"hf:{student}", run_dir, settings)
+        assert result.before is not None and result.after is not None
+        gain, error = paired_gain(run_dir / "eval_before.jsonl", run_dir / "eval_after.jsonl", args.eval_tasks)
+        rows.append([
+            str(seed), str(result.after.episodes),
+            f"{result.before.success_rate:.1%}", f"{result.after.success_rate:.1%}", f"{gain:+.1%} ± {error:.1%}",
+            f"{result.before.mean_reward:.3f}", f"{result.after.mean_reward:.3f}",
+            f"{result.before.invalid_action_rate:.1%}", f"{result.after.invalid_action_rate:.1%}",
+            f"{time.perf_counter() - begun:.0f} s",
+        ])
+    header = ["seed", "held-out episodes", "success before", "after", "gain (paired, ± s.e.)", "reward before",
+              "after", "invalid before", "after", "RL time"]
+    print(benchlib.machine_line())
+    print(f"GRPO on {ENV_ID} ({args.min_ops}-{args.max_ops} ops): {args.teacher_episodes} teacher episodes, {args.sft_steps} SFT steps "
+          f"({prepared:.0f} s to prepare), {args.rl_steps} GRPO steps ({args.config})")
+    print("\n".join(benchlib.table_lines(header, rows, right_aligned=set(range(1, len(header))))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

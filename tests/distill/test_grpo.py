@@ -1,0 +1,251 @@
+"""GRPO on the rollout loop (TRL's GRPOTrainer with our rollout_func), with a real tiny student on CPU.
+
+The student is a scratch TINY model that memorised the expert's episode of synthetic math task 0 (a few
+seconds of plain PyTorch training). Sampled at temperature 1 it solves that task only some of the time, so a
+group of episodes gets different rewards: the advantages that reach the loss are not all zero.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+import agentdistill  # noqa: F401 - registers the env ids
+from agentdistill.distill.grpo import (
+    EnvRollouts,
+    GRPOResult,
+    GRPOSettings,
+    episode_reward,
+    launch_grpo,
+    task_groups,
+    task_prompt,
+    train_grpo,
+)
+from agentdistill.distill.students import TINY, build_student, save_student, train_tokenizer
+from agentdistill.policies import make_policy
+from agentdistill.policies.base import PolicyRequest, SamplingParams
+from agentdistill.policies.hf import HFPolicy
+from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
+from agentdistill.rollouts.records import read_trajectories
+
+ENV_ID = "AgentMath-Synthetic-v0"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def memorised_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TINY student trained (assistant tokens only) on the expert's episode of task 0, short prompt."""
+    base = tmp_path_factory.mktemp("memorised")
+    envs = make_rollout_envs(ENV_ID, 1, max_steps=3, prompt_variant="short")
+    try:
+        run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=[0], out=str(base / "t.jsonl"), progress=False)
+    finally:
+        envs.close()
+    messages = next(read_trajectories(base / "t.jsonl"))["messages"]
+    tokenizer = train_tokenizer([message["content"] for message in messages], vocab_size=600, min_frequency=1)
+    model = build_student(tokenizer, TINY, seed=0)
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    input_ids = torch.tensor([encoded["input_ids"]])
+    labels = input_ids.clone()
+    labels[torch.tensor([encoded["assistant_masks"]]) == 0] = -100
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(120):
+        model(input_ids=input_ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = base / "student"
+    save_student(model.eval(), tokenizer, out)
+    return out
+
+
+def tiny_settings(**changes: Any) -> GRPOSettings:
+    """Task 0 only (the memorised one), groups of 4, two optimizer steps."""
+    values: dict[str, Any] = {
+        "env_kwargs": {"max_steps": 3, "prompt_variant": "short"},
+        "train_tasks": 1, "eval_tasks": 0, "num_envs": 4, "group_size": 4, "prompts_per_step": 1, "max_steps": 2,
+        "learning_rate": 1e-3, "beta": 0.05, "max_new_tokens": 64, "invalid_action_penalty": 0.1, "lora": False,
+        "bf16": False, "save_steps": 1, "seed": 0,
+    }
+    values.update(changes)
+    return GRPOSettings.from_mapping(values)
+
+
+def test_task_prompts_round_trip_into_groups() -> None:
+    prompts = [task_prompt(7, "q?")] * 3 + [task_prompt(2, "r")] * 3
+    assert task_groups(prompts) == ([7, 2], 3)
+    with pytest.raises(ValueError, match="same number of times"):
+        task_groups([task_prompt(1, "a")] * 2 + [task_prompt(2, "b")])
+    with pytest.raises(ValueError, match=r"not a task prompt"):
+        task_groups(["What is 2+2?"])
+
+
+def test_reward_is_the_score_minus_the_invalid_action_penalty() -> None:
+    record = {"score": 1.0, "steps": [{"parse_error": "x"}, {"execution_error": None}, {"execution_error": "E"}]}
+    assert episode_reward(record, 0.3) == pytest.approx(1.0 - 0.3 * 2 / 3)
+    assert episode_reward({"score": 0.0, "steps": [{}]}, 0.5) == 0.0
+
+
+def test_unknown_and_ill_typed_settings_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'group_sise' \(did you mean 'group_size'"):
+        GRPOSettings.from_mapping({"group_sise": 4})
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: fast\n")
+    with pytest.raises(ValueError, match=rf"{config}.*learning_rate"):
+        GRPOSettings.from_yaml(config)
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        GRPOSettings(group_size=1)
+    shipped = {path.name: GRPOSettings.from_yaml(path) for path in sorted((REPO / "configs" / "rl").glob("*.yaml"))}
+    assert shipped["grpo_cpu_tiny.yaml"].env_kwargs["prompt_variant"] == "short" and not shipped["grpo_cpu_tiny.yaml"].lora
+    assert shipped["grpo_qwen2.5-1.5b_vllm.yaml"].rollout_backend == "vllm"
+
+
+def test_the_loss_sees_the_sampled_ids_the_env_mask_and_the_env_rewards(
+    memorised_student: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instrumentation only: TRL's own compute_loss runs; the wrapper records what it was given."""
+    from trl import GRPOTrainer
+
+    seen: list[dict[str, Any]] = []
+    original = GRPOTrainer.compute_loss
+
+    def recording_compute_loss(self: Any, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append({key: value.detach().clone() if torch.is_tensor(value) else value for key, value in inputs.items()})
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "compute_loss", recording_compute_loss)
+    out = tmp_path / "rl"
+    train_grpo(ENV_ID, f"hf:{memorised_student}", out, tiny_settings(), progress=False)
+
+    rollout_files = sorted((out / "rollouts" / "rank-0").glob("*.jsonl"))
+    assert len(rollout_files) == len(seen) == 2, "one generation per optimizer step"
+    some_reward_differs = False
+    for inputs, path in zip(seen, rollout_files):
+        records = list(read_trajectories(path))
+        rewards = torch.tensor([episode_reward(record, 0.1) for record in records])
+        some_reward_differs |= bool(rewards.std() > 0)
+        expected_advantage = {
+            (record["task_index"], record["sample"]): float((reward - rewards.mean()) / (rewards.std() + 1e-4))
+            for record, reward in zip(records, rewards)
+        }  # one task per step: the whole batch is one group
+        unmatched = list(records)  # identical episodes are interchangeable: each row takes one of its own
+        for row in range(inputs["completion_ids"].shape[0]):
+            length = int(inputs["completion_mask"][row].sum())
+            ids = inputs["completion_ids"][row, :length].tolist()
+            loss_mask = (inputs["completion_mask"][row] * inputs["tool_mask"][row])[:length].tolist()
+            prompt = inputs["prompt_ids"][row][inputs["prompt_mask"][row].bool()].tolist()
+            record = next(r for r in unmatched if _trained_row_of(r["token_trace"]["completion_ids"], ids))
+            unmatched.remove(record)
+            trace = record["token_trace"]
+            key = (record["task_index"], record["sample"])
+            # the trained ids are the sampled ids (plus at most a closing eos the model did not write)...
+            assert prompt == trace["prompt_ids"]
+            assert ids[: len(trace["completion_ids"])] == trace["completion_ids"]
+            # ...the loss mask is 1 exactly where the model sampled...
+            assert loss_mask[: len(trace["env_mask"])] == trace["env_mask"]
+            assert loss_mask[len(trace["env_mask"]) :] in ([], [0])
+            # ...and the episode's reward reaches the loss as its group-relative advantage
+            assert float(inputs["advantages"][row]) == pytest.approx(expected_advantage[key], abs=1e-4)
+        assert not unmatched and len(records) == 4
+    assert some_reward_differs, "the memorised student should sometimes fail: otherwise this test shows nothing"
+    result = GRPOResult.from_json(out / "rl_result.json")
+    assert result.global_step == 2 and len(result.train_rewards) == 2
+
+
+def _trained_row_of(sampled: list[int], trained: list[int]) -> bool:
+    """Whether ``trained`` is ``sampled``, possibly followed by one closing eos."""
+    return trained[: len(sampled)] == sampled and len(trained) - len(sampled) in (0, 1)
+
+
+def test_rl_cli_trains_logs_offline_loads_and_resumes(memorised_student: Path, tmp_path: Path) -> None:
+    config = tmp_path / "grpo.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(tiny_settings(eval_tasks=2, train_tasks=2).to_dict()))
+    out = tmp_path / "rl"
+    command = [
+        str(Path(sys.executable).with_name("agentdistill")), "rl", "--env", ENV_ID, "--policy", f"hf:{memorised_student}",
+        "--out", str(out), "--steps", "1", "--config", str(config), "--wandb-project", "agentdistill-test", "--no-progress",
+    ]
+    environment = {"WANDB_MODE": "offline", "PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "held-out success" in first.stdout
+    result = GRPOResult.from_json(out / "rl_result.json")
+    assert result.global_step == 1 and result.before is not None and result.after is not None
+    assert result.after.episodes == 2
+    runs = list((out / "wandb").glob("**/offline-run-*"))
+    assert runs, "the W&B run is written offline under OUT/wandb"
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    logged = state["log_history"][0]
+    for key in ("reward", "kl", "env/success", "env/invalid_rate", "completions/mean_length"):
+        assert key in logged, key
+    # the trained student loads as a policy and acts
+    with HFPolicy(str(out)) as policy:
+        completion = policy.generate([PolicyRequest(messages=({"role": "user", "content": "Task: x"},))], SamplingParams(max_new_tokens=4))
+    assert completion[0][0].completion_tokens >= 1
+    # a rerun with more steps resumes from the checkpoint instead of starting over
+    command[command.index("--steps") + 1] = "2"
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = GRPOResult.from_json(out / "rl_result.json")
+    assert resumed.global_step == 2 and resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-1")
+
+
+def test_lora_run_saves_an_adapter_and_checkpoints_that_load_as_students(memorised_student: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    result = train_grpo(
+        ENV_ID, f"hf:{memorised_student}", out, tiny_settings(max_steps=1, lora=True, lora_r=4, lora_alpha=8), progress=False
+    )
+    assert result.global_step == 1
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    request = [PolicyRequest(messages=({"role": "user", "content": "Task: x"},))]
+    for directory in (out, out / "checkpoint-1"):
+        with HFPolicy(str(directory)) as policy:
+            assert getattr(policy.model, "peft_config", None), "the adapter is loaded over the recorded base"
+            assert policy.generate(request, SamplingParams(max_new_tokens=2))[0][0].completion_tokens >= 1
+    with pytest.raises(ValueError, match="holds a LoRA adapter"):
+        train_grpo(ENV_ID, f"hf:{out}", tmp_path / "again", tiny_settings(max_steps=1), progress=False)
+
+
+def test_launch_runs_two_cpu_processes(memorised_student: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rl2"
+    result = launch_grpo(
+        ENV_ID, f"hf:{memorised_student}", out, settings=tiny_settings(max_steps=1, num_envs=2, train_tasks=2), num_processes=2,
+        log_path=tmp_path / "launch.log", timeout=600,
+    )
+    ranks = sorted(json.loads(path.read_text())["world_size"] for path in (out / "ranks").glob("rank-*.json"))
+    assert ranks == [2, 2]
+    assert result.world_size == 2 and result.global_step == 1
+    assert sorted(path.name for path in (out / "rollouts").iterdir()) == ["rank-0", "rank-1"], "each rank played its slice"
+
+
+def test_rollout_hook_returns_one_completion_per_prompt_in_prompt_order(memorised_student: Path, tmp_path: Path) -> None:
+    """The hook's output, checked without a trainer: groups kept together, ids from the trace."""
+    hook = EnvRollouts(ENV_ID, tiny_settings(), tmp_path)
+    records = [
+        {"task_index": 3, "sample": 0, "score": 1.0, "num_steps": 1, "steps": [{"finish_reason": ["stop"]}],
+         "token_trace": {"prompt_ids": [1, 2], "completion_ids": [5, 6], "env_mask": [1, 1], "logprobs": [-0.1, -0.2]}},
+        {"task_index": 3, "sample": 1, "score": 0.0, "num_steps": 1, "steps": [{"finish_reason": ["length"], "parse_error": "x"}],
+         "token_trace": {"prompt_ids": [1, 2], "completion_ids": [7], "env_mask": [1], "logprobs": [-0.3]}},
+    ]
+    batch = hook.batch(records, eos_token_id=9)
+    assert batch["completion_ids"] == [[5, 6, 9], [7]], "a finished episode gets a closing eos; a cut one does not"
+    assert batch["env_mask"] == [[1, 1, 0], [1]]
+    assert batch["env_reward"] == [1.0, pytest.approx(-0.1)]
+    assert batch["env_invalid_rate"] == [0.0, 1.0]
