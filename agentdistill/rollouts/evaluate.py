@@ -108,6 +108,22 @@ def suite_env_kwargs(
     return result
 
 
+def benchmark_env_kwargs(
+    env_ids: Iterable[str],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    prompt_variant: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Constructor arguments for each env of an evaluation: the suite's local files under ``data_root``
+    (:func:`suite_env_kwargs`; ids outside :data:`PAPER_SUITE`, such as the synthetic envs, need none) and
+    the system prompt variant (``"short"`` for students trained by ``agentdistill distill``)."""
+    result: dict[str, dict[str, Any]] = {}
+    for env_id in env_ids:
+        local = suite_env_kwargs(data_root, (env_id,))[env_id] if env_id in PAPER_SUITE else {}
+        result[env_id] = {**local, **({"prompt_variant": prompt_variant} if prompt_variant is not None else {})}
+    return result
+
+
 def domain_of(env_id: str) -> str:
     """``"factual"`` for QA envs, ``"math"`` for math envs (the two halves of the paper's table)."""
     if env_id.startswith("AgentQA-"):
@@ -385,6 +401,7 @@ def evaluate(
     env_kwargs_by_env: Mapping[str, Mapping[str, Any]] | None = None,
     limit: int | None = None,
     sag_n: int = 0,
+    sag_settings: SAGSettings | None = None,
     num_envs: int = 8,
     out_dir: str | os.PathLike[str],
     sampling: SamplingParams | None = None,
@@ -406,6 +423,8 @@ def evaluate(
             without an entry is built with none (hub data).
         limit: tasks per benchmark; needed for envs with unlimited tasks (the synthetic ones).
         sag_n: self-consistent action generation with this many candidates per step (off below 2).
+        sag_settings: SAG with these settings (candidates, temperature, top-p) instead of ``sag_n``'s
+            defaults (the paper's T=0.4, top-p 0.8).
         num_envs: envs stepped together (fewer when fewer tasks are asked for).
         out_dir: where trajectories, results and W&B files go.
         sampling: sampling settings (greedy by default; SAG overrides temperature and top-p).
@@ -421,7 +440,8 @@ def evaluate(
     out = Path(out_dir)
     owned = isinstance(policy, str)
     runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
-    sag = SAGSettings(n=sag_n) if sag_n > 1 else None
+    sag = sag_settings if sag_settings is not None else (SAGSettings(n=sag_n) if sag_n > 1 else None)
+    sag_n = sag.n if sag is not None else 0
     run = None
     if wandb_project:
         from agentdistill.tracking import start_wandb_run

@@ -71,6 +71,29 @@ def build_prefixes(
     return prefixes
 
 
+def build_prefix_file(
+    policy: Policy,
+    env_id: str,
+    task_indices: Iterable[int],
+    out: str | os.PathLike[str],
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    sampling: SamplingParams | None = None,
+    batch_size: int = 64,
+) -> dict[str, str]:
+    """:func:`build_prefixes` on a fresh ``env_id`` env, saved to ``out`` (what ``agentdistill ftp build`` and
+    the ``collect`` experiments with ``ftp: {build: true}`` run). The policy is left open."""
+    import agentdistill  # noqa: F401 - registers the env ids
+
+    env = gym.make(env_id, **dict(env_kwargs or {}))
+    try:
+        prefixes = build_prefixes(env, policy, task_indices, sampling=sampling, batch_size=batch_size)
+    finally:
+        env.close()
+    save_prefixes(prefixes, out)
+    return prefixes
+
+
 def save_prefixes(prefixes: Mapping[str, str], path: str | os.PathLike[str]) -> None:
     """Write prefixes as one JSON object ``{task_id: prefix}``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

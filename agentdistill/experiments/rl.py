@@ -1,0 +1,115 @@
+"""``kind: rl``: GRPO of a distilled student in an env, with the env's score as reward.
+
+What ``agentdistill rl`` runs (:func:`agentdistill.distill.grpo.train_grpo`, or
+:func:`~agentdistill.distill.grpo.launch_grpo` for several processes). ``settings`` is a configs/rl YAML path,
+or a mapping of GRPO settings inline, optionally on top of such a file (``{base: configs/rl/...yaml,
+max_steps: 10}``); either way every key is checked by :class:`~agentdistill.distill.grpo.GRPOSettings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentdistill.distill.grpo import GRPOSettings
+from agentdistill.experiments.checks import check_file, check_model, env_entry, from_hub
+from agentdistill.experiments.fields import CONVERT, Location
+from agentdistill.experiments.plan import Plan
+from agentdistill.experiments.registry import ExperimentKind
+from agentdistill.experiments.schema import check_positive
+
+
+def grpo_settings(value: Any, where: Location) -> GRPOSettings:
+    """GRPO settings from a YAML path, or from a mapping (with an optional ``base`` path it overrides)."""
+    if isinstance(value, str):
+        check_file(value, where, what="GRPO settings file")
+        try:
+            return GRPOSettings.from_yaml(value)
+        except ValueError as error:
+            raise where.error(str(error)) from None
+    if not isinstance(value, Mapping):
+        raise where.error(f"expected a path to a GRPO settings YAML or a mapping of GRPO settings, got {value!r}")
+    base = GRPOSettings()
+    if value.get("base") is not None:
+        base_path = value["base"]
+        if not isinstance(base_path, str):
+            raise where.child("base").error(f"expected a path to a GRPO settings YAML, got {base_path!r}")
+        check_file(base_path, where.child("base"), what="GRPO settings file")
+        try:
+            base = GRPOSettings.from_yaml(base_path)
+        except ValueError as error:
+            raise where.child("base").error(str(error)) from None
+    try:
+        return base.replace(**{key: item for key, item in value.items() if key != "base"})
+    except ValueError as error:
+        raise where.error(str(error)) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RLExperiment:
+    """The student ``policy`` (``hf:DIR``) trained with GRPO in ``env`` into ``out``."""
+
+    env: str
+    policy: str
+    """``hf:DIR``: a full model directory or hub id (a LoRA SFT run's ``merged/`` directory)."""
+    out: str
+    settings: GRPOSettings = field(default_factory=GRPOSettings, metadata={CONVERT: grpo_settings})
+    num_processes: int = 1
+    accelerate_config: str | None = None
+    """With ``num_processes > 1`` (default: ``configs/accelerate/ddp.yaml`` on GPUs, ``cpu_2proc.yaml`` on CPU)."""
+
+    def __post_init__(self) -> None:
+        check_positive(num_processes=self.num_processes)
+        if not self.policy.startswith("hf:") or "@" in self.policy:
+            raise ValueError(f"policy must be hf:DIR (the model GRPO trains), got {self.policy!r}")
+
+
+def plan(config: RLExperiment, where: Location) -> Plan:
+    env_entry(config.env, where.child("env"))
+    settings = config.settings
+    result = Plan(f"rl: GRPO of a student in {config.env} ({where.file})")
+    result.step(f"Start from {check_model(config.policy.removeprefix('hf:'), result, what='student')}")
+    details = result.step(f"GRPO into {config.out}")
+    details.append(
+        f"{settings.max_steps} steps x {settings.prompts_per_step} tasks x group of {settings.group_size} episodes "
+        f"per process, {settings.num_envs} envs ({settings.env_kwargs or 'default env arguments'})"
+    )
+    details.append(
+        f"lr {settings.learning_rate:g}, beta {settings.beta:g}, epsilon {settings.epsilon:g}, loss {settings.loss_type}, "
+        f"T={settings.temperature:g}, {settings.max_new_tokens} tokens per turn, invalid-action penalty "
+        f"{settings.invalid_action_penalty:g}, " + (f"LoRA r={settings.lora_r}" if settings.lora else "full fine-tuning")
+    )
+    details.append(f"rollouts: {settings.rollout_backend}; held-out check on {settings.eval_tasks} tasks before and after")
+    if from_hub(config.env, settings.env_kwargs):
+        result.need(f"the tasks of {config.env} from the Hugging Face hub (or data_path in env_kwargs)")
+    if settings.rollout_backend == "vllm":
+        result.need("vLLM on a CUDA GPU (TRL's colocated engine generates the rollouts)")
+    elif not Path(config.policy.removeprefix("hf:")).is_dir():
+        result.need("a CUDA GPU for a hub-sized student (CPU is practical for scratch students only)")
+    if config.num_processes > 1:
+        if config.accelerate_config is not None:
+            check_file(config.accelerate_config, where.child("accelerate_config"), what="accelerate config")
+        details.append(f"{config.num_processes} processes through accelerate")
+    if list(Path(config.out).glob("checkpoint-*")):
+        details.append(f"resumes from the last checkpoint in {config.out}")
+    if settings.wandb_project:
+        details.append(f"W&B project {settings.wandb_project} (offline without credentials)")
+    return result
+
+
+def run(config: RLExperiment, where: Location, write: Callable[[str], None]) -> None:
+    from agentdistill.distill.grpo import launch_grpo, train_grpo
+
+    if config.num_processes > 1:
+        result = launch_grpo(
+            config.env, config.policy, config.out, settings=config.settings, num_processes=config.num_processes,
+            accelerate_config=config.accelerate_config,
+        )
+    else:
+        result = train_grpo(config.env, config.policy, config.out, config.settings)
+    write(f"student written to {config.out}; load it with --policy hf:{config.out}\n{result}\n")
+
+
+KIND = ExperimentKind(name="rl", schema=RLExperiment, plan=plan, run=run)

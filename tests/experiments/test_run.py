@@ -1,0 +1,144 @@
+"""Real ``agentdistill run`` experiments on this CPU: the scripted expert as teacher, a scratch student.
+
+The same configs a GPU run uses, shrunk: collect (with first-thought prefixes) and eval through the
+console script, and the sft and cot kinds end to end in process (tiny student, a few optimizer steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentdistill.experiments import run_experiment
+from agentdistill.rollouts.records import read_trajectories
+from tests.conftest import SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_SFT = REPO / "configs" / "distill" / "sft_cpu_tiny.yaml"
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).with_name("agentdistill")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentdistill.cli"]
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HOME": str(tmp_path / "home")}
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in _environment(tmp_path).items():
+        monkeypatch.setenv(key, value)
+
+
+def test_collect_with_ftp_then_eval_on_local_benchmark_data_through_the_cli(tmp_path: Path) -> None:
+    collect = tmp_path / "collect.yaml"
+    collect.write_text(f"""
+kind: collect
+policy: expert
+out: {tmp_path / 'teacher'}
+num_envs: 2
+progress: false
+ftp: {{build: true}}
+tasks:
+  - {{env: AgentMath-Synthetic-v0, name: math, episodes: 4, env_args: {{split: train}}}}
+""")
+    run = subprocess.run([*_command(), "run", str(collect)], check=False, capture_output=True, text=True, timeout=600,
+                         env=_environment(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "First-thought prefixes" in run.stdout
+    report = json.loads(run.stdout[run.stdout.index("{"):])
+    assert report["math"]["episodes"] == 4 and report["math"]["success_rate"] == 1.0
+    prefixes = json.loads((tmp_path / "teacher" / "ftp" / "math.json").read_text())
+    records = list(read_trajectories(tmp_path / "teacher" / "trajectories" / "math.jsonl"))
+    assert len(prefixes) == 4 and len(records) == 4
+    for record in records:
+        assert record["score"] == 1.0
+        assert record["messages"][2]["content"].startswith("Thought: " + prefixes[record["task_id"]])
+    again = subprocess.run([*_command(), "run", str(collect)], check=False, capture_output=True, text=True, timeout=600,
+                           env=_environment(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout[again.stdout.index("{"):])["math"]["skipped"] == 4
+
+    evaluation = tmp_path / "eval.yaml"
+    evaluation.write_text(f"""
+kind: eval
+policy: expert
+out: {tmp_path / 'eval'}
+tasks: [AgentMath-Synthetic-v0, AgentMath-MATH500-v0]
+data_root: {SHARED_DATA}
+limit: 5
+num_envs: 2
+progress: false
+""")
+    run = subprocess.run([*_command(), "run", str(evaluation), "--override", "limit=1"], check=False,
+                         capture_output=True, text=True, timeout=600, env=_environment(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "math500_test" not in run.stdout and "math_500_20250414.json" in run.stdout  # the paper's list, local
+    assert "cannot solve AgentMath-MATH500-v0" in run.stdout
+    rows = {row["env_id"]: row for row in json.loads((tmp_path / "eval" / "results.json").read_text())["rows"]}
+    assert rows["AgentMath-Synthetic-v0"]["episodes"] == 1 and rows["AgentMath-Synthetic-v0"]["accuracy"] == 1.0
+    assert rows["AgentMath-MATH500-v0"]["episodes"] == 1 and rows["AgentMath-MATH500-v0"]["accuracy"] == 0.0
+
+
+def test_sft_experiment_trains_a_scratch_student_on_collected_trajectories(tmp_path: Path, offline: None) -> None:
+    collect = tmp_path / "collect.yaml"
+    collect.write_text(f"""
+kind: collect
+policy: expert
+out: {tmp_path / 'teacher'}
+progress: false
+tasks: [{{env: AgentMath-Synthetic-v0, name: math, episodes: 6}}]
+""")
+    run_experiment(collect, write=lambda _: None)
+    sft = tmp_path / "sft.yaml"
+    sft.write_text(f"""
+kind: sft
+student: scratch:tiny
+out: {tmp_path / 'student'}
+trajectories: [{tmp_path / 'teacher' / 'trajectories' / 'math.jsonl'}]
+settings: {{base: {TINY_SFT}, max_steps: 2}}
+""")
+    printed: list[str] = []
+    run_experiment(sft, write=printed.append)
+    text = "".join(printed)
+    assert "kept" in text and "load it with --policy hf:" in text
+    assert (tmp_path / "student" / "model.safetensors").exists()
+    assert (tmp_path / "student" / "sft_data.jsonl").read_text().count("\n") == 6
+    result = json.loads((tmp_path / "student" / "sft_result.json").read_text())
+    assert result["global_step"] == 2
+
+
+def test_cot_experiment_collects_trains_and_evaluates(tmp_path: Path, offline: None) -> None:
+    config = tmp_path / "cot.yaml"
+    config.write_text(f"""
+kind: cot
+out: {tmp_path / 'cot'}
+collect:
+  policy: expert
+  tasks: [{{env: AgentMath-Synthetic-v0, name: math, episodes: 6, env_args: {{split: train}}}}]
+train:
+  student: scratch:tiny
+  settings: {{base: {TINY_SFT}, max_steps: 2}}
+eval:
+  tasks: [AgentMath-Synthetic-v0]
+  env_args: {{split: test}}
+  limit: 2
+  sampling: {{max_new_tokens: 16, stop: []}}
+""")
+    printed: list[str] = []
+    plan = run_experiment(config, write=printed.append)
+    assert [text.split(" ")[0] for text, _ in plan.steps] == ["Teacher", "SFT", "CoT", "Results"]
+    answers = list(read_trajectories(tmp_path / "cot" / "answers" / "math.jsonl"))
+    assert len(answers) == 6 and all(record["score"] == 1.0 for record in answers)
+    assert "6 correct chain-of-thought answers to train on" in "".join(printed)
+    assert (tmp_path / "cot" / "student" / "model.safetensors").exists()
+    table = json.loads((tmp_path / "cot" / "eval" / "cot" / "results.json").read_text())
+    assert table["method"] == "CoT" and table["rows"][0]["episodes"] == 2
+    assert table["policy"].endswith(str(tmp_path / "cot" / "student"))
