@@ -3,7 +3,8 @@
     python benchmarks/rl.py                       # the full run (about 15-25 minutes on 2 cores)
     python benchmarks/rl.py --quick               # a start check (a minute): tiny sizes, no claim
 
-1. The scripted expert plays ``--teacher-episodes`` training tasks of AgentMath-Synthetic-v0.
+1. The scripted expert plays ``--teacher-episodes`` training tasks of ``--env`` (AgentMath-Synthetic-v0 or
+   AgentQA-Synthetic-v0, at the difficulty ``--env-arg`` sets).
 2. A scratch Qwen2-architecture student (4 layers, hidden 192: ~2.4M parameters with its tokenizer) is
    distilled on them with the real SFT path for only ``--sft-steps`` steps, on purpose: a student that
    already solves everything leaves RL nothing to show.
@@ -48,17 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-tasks", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "rl" / "grpo_cpu_tiny.yaml"))
-    parser.add_argument("--min-ops", type=int, default=1, help="arithmetic steps per problem, lowest (default: 1)")
-    parser.add_argument("--max-ops", type=int, default=2, help="arithmetic steps per problem, highest (default: 2)")
+    parser.add_argument("--env", default=ENV_ID, choices=(ENV_ID, "AgentQA-Synthetic-v0"))
+    parser.add_argument("--env-arg", action="append", default=[], metavar="KEY=INT",
+                        help="difficulty, e.g. min_ops=1 max_ops=1 (math) or min_hops=1 max_hops=2 (QA)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a GRPO setting of --config (value parsed as YAML), e.g. learning_rate=1e-4")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the pipeline runs")
     return parser
 
 
-def teacher_data(out: Path, episodes: int, difficulty: dict[str, int]) -> Path:
+def teacher_data(out: Path, env_id: str, episodes: int, difficulty: dict[str, int]) -> Path:
     path = out / "teacher.jsonl"
-    envs = make_rollout_envs(ENV_ID, 8, max_steps=3, **difficulty)
+    envs = make_rollout_envs(env_id, 8, max_steps=4, **difficulty)
     try:
-        run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=range(episodes), out=str(path))
+        run_rollouts(envs, make_policy("expert"), env_id=env_id, task_indices=range(episodes), out=str(path))
     finally:
         envs.close()
     return path
@@ -101,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    difficulty = {"min_ops": args.min_ops, "max_ops": args.max_ops}
-    teacher = teacher_data(out, args.teacher_episodes, difficulty)
+    import yaml
+
+    difficulty = {key: int(value) for key, _, value in (item.partition("=") for item in args.env_arg)}
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    teacher = teacher_data(out, args.env, args.teacher_episodes, difficulty)
     student = distilled_student(out, teacher, args.sft_steps)
     prepared = time.perf_counter() - started
     rows = []
@@ -110,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         base = GRPOSettings.from_yaml(args.config)
         settings = base.replace(
             seed=seed, max_steps=args.rl_steps, eval_tasks=args.eval_tasks, env_kwargs={**base.env_kwargs, **difficulty},
+            **overrides,
             **({"num_envs": 4, "group_size": 2, "prompts_per_step": 2, "max_new_tokens": 16} if args.quick else {}),
         )
         begun = time.perf_counter()
         run_dir = out / f"rl-seed{seed}"
-        result = train_grpo(ENV_ID, f"hf:{student}", run_dir, settings)
+        result = train_grpo(args.env, f"hf:{student}", run_dir, settings)
         assert result.before is not None and result.after is not None
         gain, error = paired_gain(run_dir / "eval_before.jsonl", run_dir / "eval_after.jsonl", args.eval_tasks)
         rows.append([
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["seed", "held-out episodes", "success before", "after", "gain (paired, ± s.e.)", "reward before",
               "after", "invalid before", "after", "RL time"]
     print(benchlib.machine_line())
-    print(f"GRPO on {ENV_ID} ({args.min_ops}-{args.max_ops} ops): {args.teacher_episodes} teacher episodes, {args.sft_steps} SFT steps "
+    print(f"GRPO on {args.env} {difficulty}: {args.teacher_episodes} teacher episodes, {args.sft_steps} SFT steps "
           f"({prepared:.0f} s to prepare), {args.rl_steps} GRPO steps ({args.config})")
     print("\n".join(benchlib.table_lines(header, rows, right_aligned=set(range(1, len(header))))))
     return 0

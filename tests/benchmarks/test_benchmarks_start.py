@@ -60,3 +60,17 @@ def test_soak_starts_and_finds_nothing_left_after_close() -> None:
     assert result.returncode == 0, result.stdout + result.stderr  # exits 1 when a process or temp dir leaked
     for text in ("RSS start", "PSS start", "sandbox processes", "steps/s", "0 live child processes, 0 zombies"):
         assert text in result.stdout
+
+
+def test_rl_benchmark_runs_its_pipeline_at_smoke_size(tmp_path: Path) -> None:
+    """Teacher data, a 2-step SFT, a 1-step GRPO run and the before/after table (the figures mean nothing here)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "rl.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gain (paired, ± s.e.)" in result.stdout and "success before" in result.stdout
+    assert (tmp_path / "rl-seed0" / "rl_result.json").is_file()
