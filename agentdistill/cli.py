@@ -440,7 +440,8 @@ def _run_quickstart(args: argparse.Namespace) -> None:
         f"results:      {result.results_path}",
         f"chart:        {result.chart_path}",
         f"student:      {result.student_dir}  (use it with --policy hf:{result.student_dir})",
-        f"W&B run:      {result.wandb_run_dir or 'none'}  (offline; upload with `wandb sync <dir>`)",
+        *(f"W&B run:      {run_dir}" for run_dir in result.wandb_run_dirs),
+        "              (offline unless WANDB_MODE says otherwise; upload with `wandb sync <dir>`)",
         f"time:         {timings}",
     ]
     if args.quick:

@@ -147,6 +147,14 @@ TINY = StudentConfig(
 )
 """About 0.3M parameters plus 128 per vocabulary entry (0.56M at 2k tokens, 1.3M at 8k): for tests."""
 
+QUICKSTART = StudentConfig(
+    hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=384, max_position_embeddings=1024
+)
+"""About 0.5M parameters plus 128 per vocabulary entry (0.6M at 1k tokens): the student of ``agentdistill
+quickstart``. Two layers are the fewest that can copy a multi-token name or number out of the context (a
+previous-token head feeding an induction head); measured on 2 CPU cores they learn it in fewer steps than four
+layers do, each step at half the cost."""
+
 SMALL = StudentConfig(
     hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408, max_position_embeddings=8192
 )
