@@ -79,8 +79,8 @@ Log = Callable[[str], None]
 QUICKSTART_SFT_WARMUP = SFTSettings(
     learning_rate=3e-3,
     epochs=1,
-    max_steps=1000,
-    per_device_batch_size=16,
+    max_steps=800,
+    per_device_batch_size=32,
     gradient_accumulation_steps=1,
     max_length=768,
     lora=False,
@@ -100,10 +100,15 @@ QUICKSTART_SFT_WARMUP = SFTSettings(
 )
 """Stage 1 of the quickstart's SFT (``configs/distill/sft_quickstart_warmup.yaml``), on conversations without their
 system prompt: full fine-tuning of a random model at a high learning rate with a short warm-up and cosine decay,
-fp32, no activation checkpointing (it only slows a tiny model down), checkpoints so an interrupted run resumes."""
+fp32, no activation checkpointing (it only slows a tiny model down), checkpoints so an interrupted run resumes.
+
+Batches of 32: a step of this model costs mostly fixed overhead, so 32 conversations take 1.25x the time of 16
+(measured: 3.3 vs 4.2 steps/s here, 13.9k vs 10.2k tokens/s). 800 steps of 32 (about 17 passes over the data)
+gave 68% held-out success where 1,000 steps of 16 gave 48%, in less time. More distinct teacher episodes instead
+of more passes did not help: 4,500 episodes at 1,000 x 16 gave 27%."""
 
 QUICKSTART_SFT = QUICKSTART_SFT_WARMUP.replace(
-    learning_rate=1e-3, max_steps=150, warmup_ratio=0.05, logging_steps=25, save_steps=50,
+    learning_rate=1e-3, max_steps=150, per_device_batch_size=16, warmup_ratio=0.05, logging_steps=25, save_steps=50,
     wandb_run_name="quickstart-student",
 )
 """Stage 2 of the quickstart's SFT (``configs/distill/sft_quickstart.yaml``): the same, continued on the
@@ -141,7 +146,7 @@ class QuickstartSettings:
     math_difficulty: Mapping[str, int] = field(default_factory=lambda: _frozen({"min_ops": 1, "max_ops": 2}))
     qa_teacher_episodes: int = 500
     math_teacher_episodes: int = 1000
-    eval_episodes: int = 50
+    eval_episodes: int = 100
     num_envs: int = 16
     student: StudentConfig = QUICKSTART
     vocab_size: int = 1024
@@ -590,17 +595,21 @@ def plot_results(rows: Mapping[str, PolicyResult], path: Path) -> Path:
     for panel, (metric, title) in enumerate((("success_rate", "success rate (%)"),
                                              ("invalid_action_rate", "invalid actions (%)"))):
         axes = figure.add_subplot(1, 2, panel + 1)
+        highest = 0.0
         for offset, key in enumerate(POLICY_KEYS):
             row = rows[key]
             values = [
                 100 * float(row.per_env.get(env_id, {}).get(metric, 0.0) if env_id else getattr(row, metric))
                 for _, env_id in groups
             ]
+            highest = max(highest, *values)
             positions = [index + (offset - 1) * width for index in range(len(groups))]
             bars = axes.bar(positions, values, width=width, color=colours[key], label=row.label)
-            axes.bar_label(bars, labels=[f"{value:.0f}" for value in values], fontsize=7)
+            decimals = 0 if metric == "success_rate" else 1  # invalid-action rates are often a few tenths of a %
+            axes.bar_label(bars, labels=[f"{value:.{decimals}f}" for value in values], fontsize=7)
         axes.set_xticks(range(len(groups)), [name for name, _ in groups])
-        axes.set_ylim(0, 110)
+        # Success spans 0-100; invalid-action rates are small, so that panel is scaled to its largest bar.
+        axes.set_ylim(0, 110 if metric == "success_rate" else max(5.0, 1.25 * highest))
         axes.set_title(title, fontsize=10)
         if panel == 0:
             handles, labels = axes.get_legend_handles_labels()

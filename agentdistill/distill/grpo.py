@@ -76,7 +76,10 @@ class GRPOSettings:
     train_split: str | None = "train"
     """``split=`` for training envs (``None``: the env's default)."""
     train_tasks: int = 1000
-    """Train on tasks ``0 .. train_tasks-1`` of the training split."""
+    """Train on ``train_tasks`` tasks of the training split, from ``train_task_offset`` on."""
+    train_task_offset: int = 0
+    """First training task index. Set it past the tasks the student was distilled on (e.g. the quickstart's
+    teacher episodes) so that RL rewards solving new tasks, not recalling memorised ones."""
     eval_split: str | None = "test"
     eval_tasks: int = 100
     """Greedy episodes on held-out tasks before and after training (0: skip)."""
@@ -133,8 +136,9 @@ class GRPOSettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (a group of one has no relative advantage), got {self.group_size}")
-        if self.eval_tasks < 0 or self.beta < 0 or self.invalid_action_penalty < 0:
-            raise ValueError("eval_tasks, beta and invalid_action_penalty must be >= 0")
+        for name in ("eval_tasks", "train_task_offset", "beta", "invalid_action_penalty"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ValueError(f"need temperature > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
         if self.rollout_backend not in _ROLLOUT_BACKENDS:
@@ -403,12 +407,19 @@ def task_dataset(env_id: str, settings: GRPOSettings) -> Any:
     try:
         base = env.unwrapped
         total = getattr(base, "num_tasks", None)
-        count = settings.train_tasks if total is None else min(settings.train_tasks, int(total))
-        questions = [base.task_at(index).question for index in range(count)]
+        start = settings.train_task_offset
+        stop = start + settings.train_tasks if total is None else min(start + settings.train_tasks, int(total))
+        if stop <= start:
+            raise ValueError(
+                f"train_task_offset={start} is past the end of the {settings.train_split!r} split of {env_id} "
+                f"({total} tasks)"
+            )
+        indices = list(range(start, stop))
+        questions = [base.task_at(index).question for index in indices]
     finally:
         env.close()
     return Dataset.from_dict(
-        {"prompt": [task_prompt(index, question) for index, question in enumerate(questions)], "task_index": list(range(count))}
+        {"prompt": [task_prompt(index, question) for index, question in zip(indices, questions)], "task_index": indices}
     )
 
 
@@ -499,13 +510,6 @@ def train_grpo(
         tokenizer.pad_token = tokenizer.eos_token
     config = _grpo_config(settings, out)
     is_main = config.process_index == 0
-    resume_from = last_complete_checkpoint(out)
-    before = None
-    if is_main and settings.eval_tasks and resume_from is None:
-        before = _evaluate_model(model, tokenizer, env_id, settings, out / "eval_before.jsonl", progress)
-    if is_main:
-        settings.to_yaml(out / SETTINGS_FILENAME)
-
     dataset = task_dataset(env_id, settings)
     needed = settings.prompts_per_step * config.world_size * config.steps_per_generation
     if len(dataset) < needed:
@@ -513,6 +517,13 @@ def train_grpo(
             f"{len(dataset)} training task(s) cannot fill one generation batch of {needed} tasks "
             f"(prompts_per_step x processes x steps_per_generation); raise train_tasks or lower prompts_per_step"
         )
+    resume_from = last_complete_checkpoint(out)
+    before = None
+    if is_main and settings.eval_tasks and resume_from is None:
+        before = _evaluate_model(model, tokenizer, env_id, settings, out / "eval_before.jsonl", progress)
+    if is_main:
+        settings.to_yaml(out / SETTINGS_FILENAME)
+
     rollouts = EnvRollouts(env_id, settings, out)
     recorder = RankRecorder()
     peft_config = (

@@ -23,6 +23,7 @@ from agentdistill.distill.grpo import (
     GRPOSettings,
     episode_reward,
     launch_grpo,
+    task_dataset,
     task_groups,
     task_prompt,
     train_grpo,
@@ -93,6 +94,34 @@ def test_task_prompts_round_trip_into_groups() -> None:
         task_groups([task_prompt(1, "a")] * 2 + [task_prompt(2, "b")])
     with pytest.raises(ValueError, match=r"not a task prompt"):
         task_groups(["What is 2+2?"])
+
+
+def test_training_tasks_start_at_the_offset_and_name_their_task() -> None:
+    import gymnasium as gym
+
+    settings = tiny_settings(train_tasks=3, train_task_offset=5000)
+    dataset = task_dataset(ENV_ID, settings)
+    assert dataset["task_index"] == [5000, 5001, 5002]
+    env = gym.make(ENV_ID, **settings.split_kwargs(settings.train_split))
+    try:
+        expected = [task_prompt(i, env.unwrapped.task_at(i).question) for i in (5000, 5001, 5002)]
+    finally:
+        env.close()
+    assert dataset["prompt"] == expected
+    assert task_groups([expected[1]] * 2) == ([5001], 2)
+    with pytest.raises(ValueError, match="train_task_offset must be >= 0, got -1"):
+        tiny_settings(train_task_offset=-1)
+
+
+def test_an_offset_past_a_finite_split_is_refused(shared_data: Path) -> None:
+    settings = GRPOSettings.from_mapping(
+        {
+            "env_kwargs": {"data_path": str(shared_data / "math" / "gsmhard_v2_1319.jsonl")},
+            "train_split": None, "train_tasks": 2, "train_task_offset": 1319,
+        }
+    )
+    with pytest.raises(ValueError, match=r"train_task_offset=1319 is past the end .* \(1319 tasks\)"):
+        task_dataset("AgentMath-GSMHard-v0", settings)
 
 
 def test_reward_is_the_score_minus_the_invalid_action_penalty() -> None:
