@@ -169,7 +169,7 @@ class QuickstartSettings:
 
     @classmethod
     def full(cls) -> QuickstartSettings:
-        """The README's run: a student that really learns, in well under 10 minutes on 2 CPU cores."""
+        """The README's run: a student that really learns, in under 10 minutes on 2 CPU cores (521 s measured idle)."""
         return cls()
 
     @classmethod

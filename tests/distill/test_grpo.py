@@ -278,3 +278,9 @@ def test_rollout_hook_returns_one_completion_per_prompt_in_prompt_order(memorise
     assert batch["env_mask"] == [[1, 1, 0], [1]]
     assert batch["env_reward"] == [1.0, pytest.approx(-0.1)]
     assert batch["env_invalid_rate"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "rl").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_rl_config_loads(path: Path) -> None:
+    settings = GRPOSettings.from_yaml(path)
+    assert settings.max_steps > 0 and settings.group_size >= 2
