@@ -245,3 +245,36 @@ def test_env_reports_the_isolation_in_force() -> None:
     finally:
         env.close()
 
+
+
+_OWNER_SCRIPT = """
+import sys, time
+from agentdistill.envs.tools.sandbox import LocalSandbox
+box = LocalSandbox()
+box.run("open('notes.txt', 'w').write('x')")
+print(box.workdir, box.worker_pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_owner_leaves_no_episode_directory_or_process(kill_signal: signal.Signals) -> None:
+    """A run killed outright never calls close(): its zygote sees the control socket close and cleans up."""
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER_SCRIPT], stdout=subprocess.PIPE, text=True)
+    try:
+        workdir_text, pid_text = owner.stdout.readline().split()
+        workdir, episode_pid = Path(workdir_text), int(pid_text)
+        assert (workdir / "notes.txt").exists() and not _process_is_gone(episode_pid)
+        owner.send_signal(kill_signal)
+        owner.wait(timeout=10)
+    finally:
+        owner.kill()
+        owner.stdout.close()
+    deadline = time.monotonic() + 5
+    while workdir.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not workdir.exists(), f"{workdir} outlived its killed owner"
+    assert _gone_soon(episode_pid)

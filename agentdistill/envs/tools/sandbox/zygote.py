@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -67,6 +68,8 @@ class Zygote:
         self.worker = worker
         self.level, self.detail = self._isolate()
         self.exits: dict[int, int] = {}
+        self.workdirs: dict[int, str] = {}
+        """The directory of each episode not yet reaped, removed here if the parent goes first (see :meth:`serve`)."""
         self.uid = isolation.SANDBOX_UID_BASE + os.getpid()
 
     def _isolate(self) -> tuple[str, str | None]:
@@ -79,6 +82,18 @@ class Zygote:
         return level, None if level == self.isolation.NAMESPACES else "namespaces need root (euid 0)"
 
     def serve(self) -> None:
+        """Answer the parent until its end of the control socket closes, then clean up after its episodes.
+
+        The parent removes an episode's directory when it stops the episode. A parent killed outright (SIGKILL,
+        or SIGTERM without a handler) never does: its zygote then reads EOF here and removes them instead, so no
+        run that is killed leaves its directories in the temp dir.
+        """
+        try:
+            self._serve()
+        finally:
+            self._abandon_episodes()
+
+    def _serve(self) -> None:
         failed = _preload(list(self.init.get("preload", [])))
         _send(self.control, {"op": "ready", "pid": os.getpid(), "isolation": self.level, "detail": self.detail, "preload_failed": failed})
         while True:
@@ -91,7 +106,10 @@ class Zygote:
             self._reap()
             message = json.loads(payload)
             if message["op"] == "spawn":
-                _send(self.control, {"op": "spawned", "pid": self._spawn(str(message["workdir"]), descriptors)})
+                workdir = str(message["workdir"])
+                pid = self._spawn(workdir, descriptors)
+                self.workdirs[pid] = workdir
+                _send(self.control, {"op": "spawned", "pid": pid})
             elif message["op"] == "status":
                 _send(self.control, {"op": "status", **self._status(int(message["pid"]))})
 
@@ -125,9 +143,14 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            self.exits[pid] = status
-            while len(self.exits) > _REMEMBERED_EXITS:
-                self.exits.pop(next(iter(self.exits)))
+            self._forget(pid, status)
+
+    def _forget(self, pid: int, status: int) -> None:
+        """Record how ``pid`` ended; its directory is the parent's to remove from now on (it is alive: it asked)."""
+        self.workdirs.pop(pid, None)
+        self.exits[pid] = status
+        while len(self.exits) > _REMEMBERED_EXITS:
+            self.exits.pop(next(iter(self.exits)))
 
     def _status(self, pid: int) -> dict[str, Any]:
         """How worker ``pid`` ended, waiting briefly for it; ``alive`` if it has not (the parent then
@@ -144,9 +167,22 @@ class Zygote:
                 if time.monotonic() > deadline:
                     return {"signal": None, "code": None, "alive": True}
                 time.sleep(0.005)
+        self.workdirs.pop(pid, None)
         if os.WIFSIGNALED(status):
             return {"signal": os.WTERMSIG(status), "code": None, "alive": False}
         return {"signal": None, "code": os.waitstatus_to_exitcode(status), "alive": False}
+
+
+    def _abandon_episodes(self) -> None:
+        """The parent is gone: kill the episodes it left (they would die with this process anyway) and remove
+        their directories, which nobody else would."""
+        for pid, workdir in list(self.workdirs.items()):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.workdirs.clear()
 
 
 def main(control_fd: int) -> None:
