@@ -61,7 +61,7 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-batch", type=int, default=32, help="most queries encoded together (default: 32)")
 
 
-def _env_argument(text: str) -> tuple[str, object]:
+def env_argument(text: str) -> tuple[str, object]:
     """``key=value`` for env constructor arguments; the value is JSON when it parses, else a string."""
     import json
 
@@ -80,7 +80,7 @@ def _add_env_policy_tasks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="expert, hf:PATH[@ADAPTER], vllm:MODEL[@LORA] or openai:URL#MODEL")
     parser.add_argument("--episodes", type=int, required=True, help="run tasks START .. START+EPISODES-1")
     parser.add_argument("--start", type=int, default=0, help="first task index (default: 0)")
-    parser.add_argument("--env-arg", type=_env_argument, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--env-arg", type=env_argument, action="append", default=[], metavar="KEY=VALUE",
                         help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
 
 

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from agentdistill.distill.sft_data import FilterReport
-    from agentdistill.policies.base import Policy
     from agentdistill.rollouts.evaluate import ResultsTable
 
 logger = logging.getLogger(__name__)
@@ -300,7 +299,7 @@ def collect_teacher(
 
     import agentdistill  # noqa: F401 - registers the env ids
     from agentdistill.policies.expert import ExpertPolicy
-    from agentdistill.rollouts.ftp import load_prefixes, save_prefixes
+    from agentdistill.rollouts.ftp import build_prefixes, load_prefixes, save_prefixes
     from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 
     teacher = ExpertPolicy(seed=settings.seed)
@@ -314,7 +313,7 @@ def collect_teacher(
         else:
             env = gym.make(env_id, split="train", **difficulty)
             try:
-                prefixes = _build_prefixes_with_progress(env, teacher, tasks, env_id, progress)
+                prefixes = build_prefixes(env, teacher, tasks, progress=progress)
             finally:
                 env.close()
             save_prefixes(prefixes, ftp_path)
@@ -329,24 +328,6 @@ def collect_teacher(
         log(f"teacher on {env_id}: {summary.episodes} new episodes, {summary.skipped} already in {path}")
         files.append(path)
     return files
-
-
-def _build_prefixes_with_progress(
-    env: Any, teacher: Policy, tasks: range, env_id: str, progress: bool
-) -> dict[str, str]:
-    """:func:`~agentdistill.rollouts.ftp.build_prefixes` in chunks, so that a progress bar can follow it."""
-    from tqdm.auto import tqdm
-
-    from agentdistill.rollouts.ftp import build_prefixes
-
-    prefixes: dict[str, str] = {}
-    chunk = 100
-    with tqdm(total=len(tasks), desc=f"FTP {env_id}", unit="task", disable=not progress) as bar:
-        for start in range(tasks.start, tasks.stop, chunk):
-            part = range(start, min(start + chunk, tasks.stop))
-            prefixes.update(build_prefixes(env, teacher, part))
-            bar.update(len(part))
-    return prefixes
 
 
 def build_sft_data(files: Sequence[Path], out_dir: Path, *, log: Log = logger.info) -> tuple[Dataset, FilterReport]:

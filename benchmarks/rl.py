@@ -27,6 +27,7 @@ from pathlib import Path
 import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a script)
 
 import agentdistill  # noqa: F401 - registers the env ids
+from agentdistill.cli import env_argument  # KEY=VALUE, the same parsing as `agentdistill rollout --env-arg`
 from agentdistill.distill.grpo import GRPOSettings, train_grpo
 from agentdistill.distill.sft import SFTSettings, train_sft
 from agentdistill.distill.sft_data import trajectories_to_dataset
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "rl" / "grpo_cpu_tiny.yaml"))
     parser.add_argument("--env", default=ENV_ID, choices=(ENV_ID, "AgentQA-Synthetic-v0"))
-    parser.add_argument("--env-arg", action="append", default=[], metavar="KEY=INT",
+    parser.add_argument("--env-arg", type=env_argument, action="append", default=[], metavar="KEY=VALUE",
                         help="difficulty, e.g. min_ops=1 max_ops=1 (math) or min_hops=1 max_hops=2 (QA)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a GRPO setting of --config (value parsed as YAML), e.g. learning_rate=1e-4")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     import yaml
 
-    difficulty = {key: int(value) for key, _, value in (item.partition("=") for item in args.env_arg)}
+    difficulty = dict(args.env_arg)
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     teacher = teacher_data(out, args.env, args.teacher_episodes, difficulty)
     student = distilled_student(out, teacher, args.sft_steps)

@@ -40,34 +40,41 @@ def build_prefixes(
     *,
     sampling: SamplingParams | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, str]:
     """Ask ``policy`` for chain-of-thought answers to the tasks; keep each first paragraph by task id.
 
-    ``env`` only provides the questions (and, for scripted experts, the plan in the context).
+    ``env`` only provides the questions (and, for scripted experts, the plan in the context). ``progress``
+    shows a bar that advances one batch at a time.
     """
+    from tqdm.auto import tqdm
+
     base = env.unwrapped
     sampling = sampling or SamplingParams(stop=())
     prefixes: dict[str, str] = {}
     indices = list(task_indices)
-    for start in range(0, len(indices), batch_size):
-        batch = indices[start : start + batch_size]
-        requests, task_ids = [], []
-        for index in batch:
-            _, info = base.reset(options={"task_index": index})
-            task = base.task
-            context: dict[str, Any] = {**info, "purpose": "chain_of_thought"}
-            requests.append(
-                PolicyRequest(
-                    messages=({"role": "system", "content": COT_SYSTEM_PROMPT}, {"role": "user", "content": task.question}),
-                    context=context,
+    env_id = env.spec.id if env.spec is not None else type(base).__name__
+    with tqdm(total=len(indices), desc=f"FTP {env_id}", unit="task", disable=not progress) as bar:
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start : start + batch_size]
+            requests, task_ids = [], []
+            for index in batch:
+                _, info = base.reset(options={"task_index": index})
+                task = base.task
+                context: dict[str, Any] = {**info, "purpose": "chain_of_thought"}
+                requests.append(
+                    PolicyRequest(
+                        messages=({"role": "system", "content": COT_SYSTEM_PROMPT}, {"role": "user", "content": task.question}),
+                        context=context,
+                    )
                 )
-            )
-            task_ids.append(task.task_id)
-        for task_id, completions in zip(task_ids, policy.generate(requests, sampling)):
-            if completions and completions[0].finish_reason != "error":
-                prefix = first_paragraph(completions[0].text)
-                if prefix:
-                    prefixes[task_id] = prefix
+                task_ids.append(task.task_id)
+            for task_id, completions in zip(task_ids, policy.generate(requests, sampling)):
+                if completions and completions[0].finish_reason != "error":
+                    prefix = first_paragraph(completions[0].text)
+                    if prefix:
+                        prefixes[task_id] = prefix
+            bar.update(len(batch))
     return prefixes
 
 

@@ -172,7 +172,6 @@ class Zygote:
             return {"signal": os.WTERMSIG(status), "code": None, "alive": False}
         return {"signal": None, "code": os.waitstatus_to_exitcode(status), "alive": False}
 
-
     def _abandon_episodes(self) -> None:
         """The parent is gone: kill the episodes it left (they would die with this process anyway) and remove
         their directories, which nobody else would."""
