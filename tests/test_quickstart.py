@@ -60,6 +60,22 @@ def _mtimes(directory: Path) -> dict[str, float]:
     return {str(path.relative_to(directory)): path.stat().st_mtime for path in directory.rglob("*") if path.is_file()}
 
 
+def _settled_mtimes(directory: Path, *, quiet_s: float = 2.0, within_s: float = 60.0) -> dict[str, float]:
+    """``_mtimes`` once nothing in ``directory`` has changed for ``quiet_s``.
+
+    W&B's detached ``wandb-core`` service outlives the run that started it and writes its own log a few seconds
+    later; a snapshot taken before that would blame the rerun for a write it did not make.
+    """
+    deadline = time.monotonic() + within_s
+    before = _mtimes(directory)
+    while True:
+        time.sleep(quiet_s)
+        after = _mtimes(directory)
+        if after == before or time.monotonic() > deadline:
+            return after
+        before = after
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick run, then a rerun into the same directory (which must resume, not redo)."""
@@ -67,7 +83,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     first = _run_cli(out, through_script=_readme_script_shares_this_venv())
     assert first.returncode == 0, f"quickstart failed:\nSTDOUT:\n{first.stdout}\nSTDERR:\n{first.stderr[-4000:]}"
     results_before = json.loads((out / "results.json").read_text())
-    student_before = _mtimes(out / "student")
+    student_before = _settled_mtimes(out / "student")
     assert (out / "student_warmup" / "sft_result.json").is_file()
     teacher_before = _mtimes(out / "teacher")
     eval_sizes = {str(path): path.stat().st_size for path in (out / "eval").rglob("*.jsonl")}
