@@ -92,6 +92,7 @@ QUICKSTART_SFT_WARMUP = SFTSettings(
     save_steps=200,
     save_total_limit=1,
     packing=False,
+    lm_head="full",
     bf16=False,
     gradient_checkpointing=False,
     wandb_project=WANDB_PROJECT,

@@ -84,6 +84,7 @@ RESULT_FILENAME = "sft_result.json"
 _BASE_FINGERPRINT = "agentdistill_student.json"
 _WANDB_DIRECTORY_VARIABLES = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR")
 _SAVE_STRATEGIES = ("no", "steps", "epoch")
+_LM_HEADS = ("fused", "full")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ class SFTSettings:
     save_steps: int = 500
     save_total_limit: int | None = 2
     packing: bool = False
+    lm_head: str = "fused"
+    """How the loss reaches the vocabulary: ``"fused"`` is TRL's tiled LM head, which never materialises the
+    logits (the memory-lean choice for a real vocabulary); ``"full"`` is one ordinary forward over the full
+    logits (:mod:`agentdistill.distill.full_logits`), faster for a small vocabulary such as a scratch student's
+    (without packing)."""
     bf16: bool | str = "auto"
     """``"auto"``: bf16 mixed precision on a GPU that supports it, fp32 otherwise (always fp32 on CPU)."""
     gradient_checkpointing: bool = True
@@ -150,6 +156,10 @@ class SFTSettings:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.save_strategy not in _SAVE_STRATEGIES:
             raise ValueError(f"save_strategy must be one of {_SAVE_STRATEGIES}, got {self.save_strategy!r}")
+        if self.lm_head not in _LM_HEADS:
+            raise ValueError(f"lm_head must be one of {_LM_HEADS}, got {self.lm_head!r}")
+        if self.lm_head == "full" and self.packing:
+            raise ValueError("lm_head='full' does not support packing=true (use lm_head='fused')")
         if isinstance(self.bf16, str) and self.bf16 != "auto":
             raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
         if self.logging_steps <= 0 or self.save_steps <= 0:
@@ -500,7 +510,12 @@ def prepare_sft(
             bias="none",
             task_type="CAUSAL_LM",
         )
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer
+    if settings.lm_head == "full":
+        from agentdistill.distill.full_logits import FullLogitsSFTTrainer
+
+        trainer_class = FullLogitsSFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,

@@ -44,8 +44,9 @@ def build_prefixes(
 ) -> dict[str, str]:
     """Ask ``policy`` for chain-of-thought answers to the tasks; keep each first paragraph by task id.
 
-    ``env`` only provides the questions (and, for scripted experts, the plan in the context). ``progress``
-    shows a bar that advances one batch at a time.
+    ``env`` only provides the questions (and, for scripted experts, the plan in the context), through
+    :meth:`~agentdistill.envs.base.CodeActEnv.describe_task`: no episode is started. ``progress`` shows a bar that
+    advances one batch at a time.
     """
     from tqdm.auto import tqdm
 
@@ -59,8 +60,7 @@ def build_prefixes(
             batch = indices[start : start + batch_size]
             requests, task_ids = [], []
             for index in batch:
-                _, info = base.reset(options={"task_index": index})
-                task = base.task
+                task, info = base.describe_task(index)
                 context: dict[str, Any] = {**info, "purpose": "chain_of_thought"}
                 requests.append(
                     PolicyRequest(

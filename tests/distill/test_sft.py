@@ -302,3 +302,51 @@ def test_rerun_resumes_from_the_last_checkpoint(conversations: list[Conversation
     other = [{"messages": m} for m in conversations[8:16]]
     with pytest.raises(ValueError, match="another student or dataset"):
         train_sft(other, "scratch:tiny", out, cpu_settings(max_steps=8))
+
+
+# ----------------------------------------------------------------------- (f) the full-logits LM head
+
+
+def test_full_logits_loss_is_the_models_own_causal_lm_loss() -> None:
+    from agentdistill.distill.full_logits import next_token_loss_and_metrics
+
+    tokenizer = train_tokenizer(["copy the number 12 into the code", "final_answer(12)"] * 20, vocab_size=300)
+    model = build_student(tokenizer, TINY, seed=0)
+    input_ids = torch.randint(0, len(tokenizer), (3, 17), generator=torch.Generator().manual_seed(0))
+    labels = input_ids.clone()
+    labels[:, :5] = -100  # a prompt that carries no loss
+    labels[1, 10:] = -100
+    outputs = model(input_ids=input_ids, labels=labels)
+    loss, entropy_sum, correct, labelled = next_token_loss_and_metrics(outputs.logits, labels, None)
+    assert torch.allclose(loss, outputs.loss, atol=1e-6)
+    assert labelled.item() == (labels[:, 1:] != -100).sum().item() == 2 * 12 + 5  # positions 5..16, and 5..9 in row 1
+    assert 0 <= correct.item() <= labelled.item() and entropy_sum.item() > 0
+
+    total = 2 * labelled.item()  # num_items_in_batch counts the whole accumulated batch: the loss is a share of it
+    shared, *_ = next_token_loss_and_metrics(outputs.logits, labels, total)
+    assert torch.allclose(shared, outputs.loss / 2, atol=1e-6)
+
+
+def test_full_logits_head_trains_as_the_fused_head_does(conversations: list[Conversation], tmp_path: Path) -> None:
+    from agentdistill.distill.full_logits import FullLogitsSFTTrainer
+
+    data = [{"messages": m} for m in conversations[:8]]
+    histories = {}
+    for head in ("fused", "full"):
+        settings = cpu_settings(max_steps=4, per_device_batch_size=4, lm_head=head)
+        prepared = prepare_sft(data, "scratch:tiny", tmp_path / head, settings)
+        assert isinstance(prepared.trainer, FullLogitsSFTTrainer) == (head == "full")
+        prepared.trainer.train()
+        histories[head] = [row for row in prepared.trainer.state.log_history if "loss" in row]
+    fused, full = histories["fused"], histories["full"]
+    assert len(fused) == len(full) == 4
+    for key in ("loss", "entropy", "mean_token_accuracy", "num_tokens"):
+        assert [row[key] for row in full] == pytest.approx([row[key] for row in fused], rel=1e-3), key
+    assert full[-1]["loss"] < full[0]["loss"]
+
+
+def test_lm_head_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"lm_head must be one of \('fused', 'full'\), got 'tiled'"):
+        SFTSettings(lm_head="tiled")
+    with pytest.raises(ValueError, match="packing"):
+        SFTSettings(lm_head="full", packing=True)

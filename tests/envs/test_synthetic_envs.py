@@ -136,3 +136,19 @@ def test_bad_difficulty_is_rejected_at_construction(env_id: str, kwargs: dict, m
 def test_non_integer_difficulty_is_a_type_error(kwargs: dict) -> None:
     with pytest.raises(TypeError, match="must be an int"):
         gym.make("AgentQA-Synthetic-v0", **kwargs)
+
+
+@pytest.mark.parametrize("env_id", ["AgentQA-Synthetic-v0", "AgentMath-Synthetic-v0"])
+def test_describe_task_gives_resets_task_info_without_starting_an_episode(env_id: str) -> None:
+    env = gym.make(env_id)
+    try:
+        base = env.unwrapped
+        task, described = base.describe_task(5)
+        assert base.task is None  # no episode was started
+        observation, info = env.reset(options={"task_index": 5})
+        assert task.question in observation
+        assert described == {key: info[key] for key in ("task_id", "task_index", "plan")}
+        with pytest.raises(ValueError, match=r"task_index'\] must be a non-negative int, got -1"):
+            base.describe_task(-1)
+    finally:
+        env.close()
