@@ -404,6 +404,12 @@ def _rl_summary(result: object) -> str:
             f"held-out success {before['success_rate']:.1%} -> {after['success_rate']:.1%}, mean reward "
             f"{before['mean_reward']:.3f} -> {after['mean_reward']:.3f} over {after['episodes']} episodes"
         )
+    gain = data.get("reward_gain")
+    if gain:
+        lines.append(
+            f"paired by task: mean reward {gain['mean']:+.3f} +- {gain['stderr']:.3f} (standard error) over "
+            f"{gain['tasks']} tasks; {gain['improved']} improved, {gain['worsened']} worsened"
+        )
     lines.append(f"student written to {data['out_dir']}; load it with --policy hf:{data['out_dir']}")
     return "\n".join(lines) + "\n"
 

@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -82,7 +83,12 @@ class GRPOSettings:
     teacher episodes) so that RL rewards solving new tasks, not recalling memorised ones."""
     eval_split: str | None = "test"
     eval_tasks: int = 100
-    """Greedy episodes on held-out tasks before and after training (0: skip)."""
+    """Held-out tasks scored before and after training (0: skip)."""
+    eval_temperature: float = 0.0
+    """``0``: score the greedy policy. ``> 0``: score the sampled policy at this temperature (and ``top_p``), the
+    policy GRPO optimises when it equals ``temperature``. The before and after runs use the same seed."""
+    eval_samples: int = 1
+    """Episodes per held-out task (more than 1 needs ``eval_temperature > 0``); the task's reward is their mean."""
     num_envs: int = 8
     group_size: int = 8
     """Episodes per task (G): the group whose mean reward is each episode's baseline."""
@@ -130,15 +136,20 @@ class GRPOSettings:
         positive = (
             "train_tasks", "num_envs", "group_size", "prompts_per_step", "gradient_accumulation_steps", "max_steps",
             "learning_rate", "num_iterations", "max_new_tokens", "logging_steps", "save_steps", "lora_r", "lora_alpha",
+            "eval_samples",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (a group of one has no relative advantage), got {self.group_size}")
-        for name in ("eval_tasks", "train_task_offset", "beta", "invalid_action_penalty"):
+        for name in ("eval_tasks", "train_task_offset", "beta", "invalid_action_penalty", "eval_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.eval_samples > 1 and self.eval_temperature == 0:
+            raise ValueError(
+                f"eval_samples={self.eval_samples} needs eval_temperature > 0 (greedy episodes of a task are all alike)"
+            )
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ValueError(f"need temperature > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
         if self.rollout_backend not in _ROLLOUT_BACKENDS:
@@ -174,7 +185,7 @@ class GRPOSettings:
 
 @dataclass(frozen=True)
 class EvalFigures:
-    """Greedy episodes of one policy on held-out tasks."""
+    """Episodes of one policy on held-out tasks (greedy, or sampled as ``eval_temperature`` says)."""
 
     episodes: int
     mean_reward: float
@@ -199,6 +210,8 @@ class GRPOResult:
     resumed_from: str | None
     wandb_dir: str | None
     runtime_seconds: float
+    reward_gain: RewardGain | None = None
+    """After minus before, paired by held-out task (``None`` without both evaluations)."""
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n", encoding="utf-8")
@@ -208,6 +221,8 @@ class GRPOResult:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         for key in ("before", "after"):
             data[key] = EvalFigures(**data[key]) if data[key] is not None else None
+        gain = data.get("reward_gain")
+        data["reward_gain"] = RewardGain(**gain) if gain is not None else None
         data["train_rewards"] = tuple(data["train_rewards"])
         return cls(**data)
 
@@ -243,6 +258,50 @@ def task_groups(prompts: Sequence[Any]) -> tuple[list[int], int]:
     if len(set(counts)) != 1:
         raise ValueError(f"expected every task repeated the same number of times in a row, got counts {counts}")
     return tasks, counts[0]
+
+
+@dataclass(frozen=True)
+class RewardGain:
+    """The change of mean reward on held-out tasks, paired by task: is it beyond noise?
+
+    Each task's reward is the mean over its episodes; ``mean`` is the average over tasks of after minus before
+    and ``stderr`` its standard error (sample standard deviation of the differences over the root of ``tasks``).
+    Pairing removes the spread of task difficulty, which dominates unpaired comparisons.
+    """
+
+    tasks: int
+    mean: float
+    stderr: float
+    improved: int
+    """Tasks whose reward rose."""
+    worsened: int
+
+
+def paired_reward_gain(
+    before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], invalid_action_penalty: float = 0.0
+) -> RewardGain | None:
+    """:class:`RewardGain` over the tasks both sets of episodes cover (``None`` for fewer than two)."""
+
+    def per_task(records: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+        rewards: dict[int, list[float]] = {}
+        for record in records:
+            rewards.setdefault(int(record["task_index"]), []).append(episode_reward(record, invalid_action_penalty))
+        return {task: sum(values) / len(values) for task, values in rewards.items()}
+
+    first, second = per_task(before), per_task(after)
+    differences = [second[task] - first[task] for task in sorted(first.keys() & second.keys())]
+    count = len(differences)
+    if count < 2:
+        return None
+    mean = sum(differences) / count
+    variance = sum((difference - mean) ** 2 for difference in differences) / (count - 1)
+    return RewardGain(
+        tasks=count,
+        mean=mean,
+        stderr=math.sqrt(variance / count),
+        improved=sum(difference > 0 for difference in differences),
+        worsened=sum(difference < 0 for difference in differences),
+    )
 
 
 def episode_reward(record: Mapping[str, Any], invalid_action_penalty: float) -> float:
@@ -426,20 +485,35 @@ def task_dataset(env_id: str, settings: GRPOSettings) -> Any:
 def evaluate_student(
     policy: Any, env_id: str, settings: GRPOSettings, out: str | os.PathLike[str], *, progress: bool = True
 ) -> EvalFigures:
-    """Greedy episodes of ``policy`` on the first ``eval_tasks`` tasks of the held-out split."""
+    """``eval_samples`` episodes of ``policy`` on each of the first ``eval_tasks`` tasks of the held-out split:
+    greedy, or sampled at ``eval_temperature`` with a fixed seed."""
     from agentdistill.policies.base import SamplingParams
     from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 
+    sampling = SamplingParams(max_new_tokens=settings.max_new_tokens)
+    if settings.eval_temperature > 0:
+        sampling = SamplingParams(
+            max_new_tokens=settings.max_new_tokens, temperature=settings.eval_temperature, top_p=settings.top_p,
+            seed=settings.seed,
+        )
     envs = make_rollout_envs(env_id, settings.num_envs, **settings.split_kwargs(settings.eval_split))
     try:
         run_rollouts(
             envs, policy, env_id=env_id, task_indices=range(settings.eval_tasks), out=str(out),
-            sampling=SamplingParams(max_new_tokens=settings.max_new_tokens), progress=progress,
+            sampling=sampling, samples_per_task=settings.eval_samples, progress=progress,
         )
     finally:
         envs.close()
-    records = [record for record in read_trajectories(out) if record["task_index"] < settings.eval_tasks]
-    return figures_of(records, settings.invalid_action_penalty)
+    return figures_of(_eval_records(out, settings), settings.invalid_action_penalty)
+
+
+def _eval_records(path: str | os.PathLike[str], settings: GRPOSettings) -> list[dict[str, Any]]:
+    """The evaluation episodes of ``path`` that ``settings`` asks for (a reused file may hold more)."""
+    return [
+        record
+        for record in read_trajectories(path)
+        if record["task_index"] < settings.eval_tasks and int(record.get("sample", 0)) < settings.eval_samples
+    ]
 
 
 def figures_of(records: Sequence[Mapping[str, Any]], invalid_action_penalty: float = 0.0) -> EvalFigures:
@@ -552,13 +626,16 @@ def train_grpo(
         if is_main:
             tokenizer.save_pretrained(str(out))
         trainer.accelerator.wait_for_everyone()
-        after = None
+        after, gain = None, None
         if is_main and settings.eval_tasks:
             trained = trainer.accelerator.unwrap_model(trainer.model)
             after = _evaluate_model(trained, tokenizer, env_id, settings, out / "eval_after.jsonl", progress)
             if before is None and (out / "eval_before.jsonl").is_file():
-                before = figures_of(
-                    [r for r in read_trajectories(out / "eval_before.jsonl") if r["task_index"] < settings.eval_tasks],
+                before = figures_of(_eval_records(out / "eval_before.jsonl", settings), settings.invalid_action_penalty)
+            if before is not None:
+                gain = paired_reward_gain(
+                    _eval_records(out / "eval_before.jsonl", settings),
+                    _eval_records(out / "eval_after.jsonl", settings),
                     settings.invalid_action_penalty,
                 )
         history = trainer.state.log_history
@@ -574,12 +651,16 @@ def train_grpo(
             resumed_from=resume_from,
             wandb_dir=str(out / "wandb") if wandb_run is not None else None,
             runtime_seconds=time.perf_counter() - started,
+            reward_gain=gain,
         )
         if wandb_run is not None:
             for name, figures in (("before", before), ("after", after)):
                 if figures is not None:
                     for key, value in dataclasses.asdict(figures).items():
                         wandb_run.summary[f"eval_{name}/{key}"] = value
+            if gain is not None:
+                for key, value in dataclasses.asdict(gain).items():
+                    wandb_run.summary[f"eval_gain/{key}"] = value
     except BaseException:
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)

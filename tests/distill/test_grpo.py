@@ -23,6 +23,7 @@ from agentdistill.distill.grpo import (
     GRPOSettings,
     episode_reward,
     launch_grpo,
+    paired_reward_gain,
     task_dataset,
     task_groups,
     task_prompt,
@@ -130,6 +131,25 @@ def test_reward_is_the_score_minus_the_invalid_action_penalty() -> None:
     assert episode_reward({"score": 0.0, "steps": [{}]}, 0.5) == 0.0
 
 
+def test_paired_reward_gain_averages_samples_per_task_then_pairs_tasks() -> None:
+    def episodes(scores: dict[int, list[float]]) -> list[dict[str, Any]]:
+        return [{"task_index": task, "score": score, "steps": [{}]} for task, values in scores.items() for score in values]
+
+    before = episodes({0: [0.0, 0.0], 1: [1.0, 0.0], 2: [1.0, 1.0], 3: [0.0, 0.0]})
+    after = episodes({0: [1.0, 1.0], 1: [1.0, 1.0], 2: [1.0, 0.0], 4: [1.0, 1.0]})  # task 3/4: not in both
+    gain = paired_reward_gain(before, after)
+    assert gain is not None and (gain.tasks, gain.improved, gain.worsened) == (3, 2, 1)
+    differences = [1.0, 0.5, -0.5]
+    assert gain.mean == pytest.approx(1.0 / 3)
+    spread = sum((d - 1.0 / 3) ** 2 for d in differences) / 2
+    assert gain.stderr == pytest.approx((spread / 3) ** 0.5)
+    assert paired_reward_gain(before[:2], after[:2]) is None  # one task: no spread to measure
+    with pytest.raises(ValueError, match="eval_samples=4 needs eval_temperature > 0"):
+        GRPOSettings(eval_samples=4)
+    with pytest.raises(ValueError, match="eval_temperature must be >= 0"):
+        GRPOSettings(eval_temperature=-1.0)
+
+
 def test_unknown_and_ill_typed_settings_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'group_sise' \(did you mean 'group_size'"):
         GRPOSettings.from_mapping({"group_sise": 4})
@@ -205,7 +225,8 @@ def test_rl_cli_trains_logs_offline_loads_and_resumes(memorised_student: Path, t
     config = tmp_path / "grpo.yaml"
     import yaml
 
-    config.write_text(yaml.safe_dump(tiny_settings(eval_tasks=2, train_tasks=2).to_dict()))
+    settings = tiny_settings(eval_tasks=2, train_tasks=2, eval_temperature=1.0, eval_samples=2)
+    config.write_text(yaml.safe_dump(settings.to_dict()))
     out = tmp_path / "rl"
     command = [
         str(Path(sys.executable).with_name("agentdistill")), "rl", "--env", ENV_ID, "--policy", f"hf:{memorised_student}",
@@ -217,7 +238,11 @@ def test_rl_cli_trains_logs_offline_loads_and_resumes(memorised_student: Path, t
     assert "held-out success" in first.stdout
     result = GRPOResult.from_json(out / "rl_result.json")
     assert result.global_step == 1 and result.before is not None and result.after is not None
-    assert result.after.episodes == 2
+    assert result.before.episodes == result.after.episodes == 4  # 2 sampled episodes of each of 2 tasks
+    assert result.reward_gain is not None and result.reward_gain.tasks == 2
+    assert "paired by task: mean reward" in first.stdout
+    samples = {(r["task_index"], r["sample"]): r["sampling"]["temperature"] for r in read_trajectories(out / "eval_after.jsonl")}
+    assert samples == {(task, sample): 1.0 for task in (0, 1) for sample in (0, 1)}
     runs = list((out / "wandb").glob("**/offline-run-*"))
     assert runs, "the W&B run is written offline under OUT/wandb"
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
