@@ -114,6 +114,7 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     build = ftp_commands.add_parser("build", help="keep the first paragraph of the teacher's chain-of-thought per task")
     _add_env_policy_tasks(build)
     build.add_argument("--out", required=True, help="JSON file {task_id: prefix}")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_eval_command(commands: argparse._SubParsersAction) -> None:
@@ -315,7 +316,8 @@ def _run_ftp_build(args: argparse.Namespace) -> None:
     policy = make_policy(args.policy)
     try:
         prefixes = build_prefix_file(
-            policy, args.env, range(args.start, args.start + args.episodes), args.out, env_kwargs=dict(args.env_arg)
+            policy, args.env, range(args.start, args.start + args.episodes), args.out, env_kwargs=dict(args.env_arg),
+            progress=not args.no_progress,
         )
     finally:
         policy.close()

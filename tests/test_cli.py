@@ -153,6 +153,7 @@ def test_ftp_build_with_the_expert_feeds_a_rollout(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )
     assert built.returncode == 0, built.stderr
+    assert "FTP AgentQA-Synthetic-v0" in built.stderr and "4/4" in built.stderr  # the progress bar
     table = json.loads(prefixes.read_text())
     assert len(table) == 4 and all(text.startswith("To answer this I need") for text in table.values())
     out = tmp_path / "t.jsonl"

@@ -87,14 +87,18 @@ def build_prefix_file(
     env_kwargs: Mapping[str, Any] | None = None,
     sampling: SamplingParams | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, str]:
     """:func:`build_prefixes` on a fresh ``env_id`` env, saved to ``out`` (what ``agentdistill ftp build`` and
-    the ``collect`` experiments with ``ftp: {build: true}`` run). The policy is left open."""
+    the ``collect`` experiments with ``ftp: {build: true}`` run). The policy is left open; ``progress`` shows a
+    bar."""
     import agentdistill  # noqa: F401 - registers the env ids
 
     env = gym.make(env_id, **dict(env_kwargs or {}))
     try:
-        prefixes = build_prefixes(env, policy, task_indices, sampling=sampling, batch_size=batch_size)
+        prefixes = build_prefixes(
+            env, policy, task_indices, sampling=sampling, batch_size=batch_size, progress=progress
+        )
     finally:
         env.close()
     save_prefixes(prefixes, out)
