@@ -32,6 +32,8 @@ from agentdistill.distill.grpo import GRPOSettings, train_grpo
 from agentdistill.distill.sft import SFTSettings, train_sft
 from agentdistill.distill.sft_data import trajectories_to_dataset
 from agentdistill.distill.students import StudentConfig, build_student, save_student, train_tokenizer
+from agentdistill.experiments import apply_override
+from agentdistill.experiments.fields import Location
 from agentdistill.policies import make_policy
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import read_trajectories
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", default=ENV_ID, choices=(ENV_ID, "AgentQA-Synthetic-v0"))
     parser.add_argument("--env-arg", type=env_argument, action="append", default=[], metavar="KEY=VALUE",
                         help="difficulty, e.g. min_ops=1 max_ops=1 (math) or min_hops=1 max_hops=2 (QA)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--override", "--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a GRPO setting of --config (value parsed as YAML), e.g. learning_rate=1e-4")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the pipeline runs")
     return parser
@@ -106,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    import yaml
-
     difficulty = dict(args.env_arg)
-    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    overrides: dict[str, object] = {}
+    for item in args.set:  # KEY=VALUE, the value read as YAML: `agentdistill run --override`'s parser
+        apply_override(overrides, item, Location(args.config))
     teacher = teacher_data(out, args.env, args.teacher_episodes, difficulty)
     student = distilled_student(out, teacher, args.sft_steps)
     prepared = time.perf_counter() - started
