@@ -176,7 +176,7 @@ class QuickstartSettings:
 
     @classmethod
     def full(cls) -> QuickstartSettings:
-        """The README's run: a student that really learns, in under 10 minutes on 2 CPU cores (521 s measured idle)."""
+        """The README's run: a student that really learns, in under 10 minutes on 2 CPU cores (410-494 s measured, plus about a minute of install on a bare clone)."""
         return cls()
 
     @classmethod
