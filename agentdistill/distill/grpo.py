@@ -25,8 +25,9 @@ last turn ended normally gets an end-of-sequence token appended as an env token 
 Output directory: ``out_dir`` is the trained student (a full model, or with ``lora: true`` an adapter over
 the starting model; both load as ``hf:OUT``), ``out_dir/checkpoint-N`` (a rerun resumes from the last),
 ``out_dir/rollouts/`` (each generation's episodes, JSON Lines, with ``keep_rollouts``),
-``out_dir/eval_before.jsonl`` / ``eval_after.jsonl`` (greedy episodes on held-out tasks),
-``out_dir/rl_result.json`` and ``out_dir/wandb``.
+``out_dir/eval_before.jsonl`` / ``eval_after.jsonl`` (episodes on held-out tasks: greedy, or sampled as
+``eval_temperature`` and ``eval_samples`` say), ``out_dir/rl_result.json`` (their figures and the gain paired by
+task, :class:`RewardGain`) and ``out_dir/wandb``.
 
 Run one process with :func:`train_grpo`, several with :func:`launch_grpo` (``accelerate launch``)::
 
