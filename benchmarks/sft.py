@@ -434,7 +434,8 @@ def print_report(results: Results) -> None:
     )
     print(
         f"settings: {CONFIG_PATH.name} with max_steps {settings.max_steps}, lm_head {settings.lm_head}: "
-        f"batch {settings.per_device_batch_size}, max_length {settings.max_length}, lr {settings.learning_rate:g}; packed = the same with packing: true "
+        f"batch {settings.per_device_batch_size}, max_length {settings.max_length}, lr {settings.learning_rate:g}; "
+        "packed = the same with packing: true "
         "(TRL bfd packing, padding-free collator)"
     )
     for line in table_lines(build_rows(results)):
