@@ -158,8 +158,7 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode on ``options["task_index"]``, or on a task the seeded RNG picks."""
         super().reset(seed=seed)
-        index = self._choose_task_index(options or {})
-        task = self.task_at(index)
+        task, described = self.describe_task(self._choose_task_index(options or {}))
         self._task = task
         self._steps = 0
         self._done = False
@@ -167,13 +166,7 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         self._prepare_task(task)
         observation = truncate_middle(f"Task: {task.question}", self.max_observation_chars)
         self._transcript = [observation]
-        info = {
-            "task_id": task.task_id,
-            "task_index": index,
-            "system_prompt": self.system_prompt(),
-            "isolation": self._ensure_sandbox().isolation,
-            **self._reset_info(task),
-        }
+        info = {**described, "system_prompt": self.system_prompt(), "isolation": self._ensure_sandbox().isolation}
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
