@@ -33,21 +33,21 @@ def next_token_loss_and_metrics(
     ``Trainer`` passes) or, without it, over this micro-batch's labelled positions. Entropy and accuracy are
     sums, detached, for the caller to gather and average.
     """
-    shifted_logits = logits[:, :-1, :].float()
+    # One log-softmax serves the loss (what cross_entropy would compute again inside) and the metrics.
+    log_probs = logits[:, :-1, :].float().log_softmax(dim=-1)
     targets = labels[:, 1:]
     labelled = targets != IGNORE_INDEX
-    vocab = shifted_logits.size(-1)
-    nll_sum = functional.cross_entropy(
-        shifted_logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    nll_sum = functional.nll_loss(
+        log_probs.reshape(-1, log_probs.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
+    num_labelled = labelled.sum()
+    count = num_labelled if num_items_in_batch is None else num_items_in_batch
     loss = nll_sum / torch.as_tensor(count, device=nll_sum.device).clamp(min=1)
     with torch.no_grad():
-        log_probs = shifted_logits.log_softmax(dim=-1)
         entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
         entropy_sum = (entropy * labelled).sum()
-        correct = ((shifted_logits.argmax(dim=-1) == targets) & labelled).sum()
-    return loss, entropy_sum, correct, labelled.sum()
+        correct = ((log_probs.argmax(dim=-1) == targets) & labelled).sum()
+    return loss, entropy_sum, correct, num_labelled
 
 
 class FullLogitsSFTTrainer(SFTTrainer):
