@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Literal, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Literal
 
 from agentdistill import __version__
 
@@ -36,8 +38,8 @@ def _add_index_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--encoder", default=None, help="sentence-transformers model name or path (default: intfloat/e5-base-v2)")
     build.add_argument("--index-type", default="flat", choices=("flat", "hnsw", "ivfpq"), help="FAISS index (default: flat, the paper's)")
     build.add_argument("--out", required=True, help="index directory to write (resumed if it holds finished shards)")
-    build.add_argument("--shard-size", type=int, default=100_000, help="passages per encoded shard (default: 100000)")
-    build.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default: 64)")
+    build.add_argument("--shard-size", type=positive_int, default=100_000, help="passages per encoded shard (default: 100000)")
+    build.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size (default: 64)")
     build.add_argument("--device", default=None, help="torch device for the encoder, e.g. cuda (default: cpu)")
     build.add_argument("--overwrite", action="store_true", help="discard an existing, different index in --out")
 
@@ -57,8 +59,65 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--corpus", help="serve BM25 over this corpus file instead of a dense index")
     serve.add_argument("--encoder", default=None, help="override the index's query encoder")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument("--max-batch", type=int, default=32, help="most queries encoded together (default: 32)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
+    serve.add_argument("--max-batch", type=positive_int, default=32, help="most queries encoded together (default: 32)")
+
+
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an int no smaller than ``minimum`` (``what`` says what it counts)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "a non-negative integer")
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port to listen on, 1-65535."""
+    value = _int_at_least(1, "a port number between 1 and 65535")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number between 1 and 65535, got {value}")
+    return value
+
+
+def sag_candidates(text: str) -> int:
+    """An argparse type: SAG's candidate count, 0 (off) or at least 2 (one candidate leaves nothing to vote on)."""
+    value = _int_at_least(0, "0 (SAG off) or a number of candidates >= 2")(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("expected 0 (SAG off) or a number of candidates >= 2 to vote among, got 1")
+    return value
+
+
+def temperature(text: str) -> float:
+    """An argparse type: a sampling temperature, >= 0 (0: greedy)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a temperature >= 0 (0: greedy), got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a top-p mass in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a top-p in (0, 1], got {text}")
+    return value
 
 
 def env_argument(text: str) -> tuple[str, object]:
@@ -78,8 +137,8 @@ def _add_env_policy_tasks(parser: argparse.ArgumentParser) -> None:
     """The arguments that say which env, which policy and which of the env's tasks (rollout, ftp build)."""
     parser.add_argument("--env", required=True, help="env id, e.g. AgentQA-HotpotQA-v0")
     parser.add_argument("--policy", required=True, help="expert, hf:PATH[@ADAPTER], vllm:MODEL[@LORA] or openai:URL#MODEL")
-    parser.add_argument("--episodes", type=int, required=True, help="run tasks START .. START+EPISODES-1")
-    parser.add_argument("--start", type=int, default=0, help="first task index (default: 0)")
+    parser.add_argument("--episodes", type=positive_int, required=True, help="run tasks START .. START+EPISODES-1")
+    parser.add_argument("--start", type=non_negative_int, default=0, help="first task index (default: 0)")
     parser.add_argument("--env-arg", type=env_argument, action="append", default=[], metavar="KEY=VALUE",
                         help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
 
@@ -92,22 +151,23 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
         "Rerunning with the same --out finishes the remaining tasks.",
     )
     _add_env_policy_tasks(rollout)
-    rollout.add_argument("--num-envs", type=int, default=8, help="envs stepped together (default: 8)")
+    rollout.add_argument("--num-envs", type=positive_int, default=8, help="envs stepped together (default: 8)")
     rollout.add_argument("--mode", choices=("sync", "async"), default="sync", help="vector env kind (default: sync)")
     rollout.add_argument("--out", required=True, help="trajectory file (JSON Lines), resumed if it exists")
-    rollout.add_argument("--temperature", type=float, default=0.0)
-    rollout.add_argument("--top-p", type=float, default=1.0)
-    rollout.add_argument("--max-new-tokens", type=int, default=1024)
+    rollout.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature (default: 0, greedy)")
+    rollout.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass (default: 1)")
+    rollout.add_argument("--max-new-tokens", type=positive_int, default=1024)
     rollout.add_argument("--seed", type=int, default=None)
-    rollout.add_argument("--sag", type=int, default=0, metavar="N", help="self-consistent action generation with N candidates")
+    rollout.add_argument("--sag", type=sag_candidates, default=0, metavar="N",
+                         help="self-consistent action generation with N >= 2 candidates (default: 0, off)")
     rollout.add_argument("--ftp", default=None, help="first-thought prefixes from `agentdistill ftp build`")
     rollout.add_argument("--wandb-project", default=None, help="log live metrics to this W&B project (offline without credentials)")
     rollout.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     show = commands.add_parser("show", help="render trajectory episodes for reading in a terminal")
     show.add_argument("file", help="a trajectory file written by `agentdistill rollout`")
-    show.add_argument("--index", type=int, default=None, help="show only the episode at this position")
-    show.add_argument("--limit", type=int, default=5, help="show at most this many episodes (default: 5)")
+    show.add_argument("--index", type=non_negative_int, default=None, help="show only the episode at this position")
+    show.add_argument("--limit", type=positive_int, default=5, help="show at most this many episodes (default: 5)")
 
     ftp = commands.add_parser("ftp", help="first-thought prefixes")
     ftp_commands = ftp.add_subparsers(dest="ftp_command", required=True, metavar="{build}")
@@ -127,13 +187,14 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--suite", choices=("paper", "factual", "math"), default="paper", help="which benchmarks (default: paper, all 8)")
     evaluate.add_argument("--tasks", nargs="+", default=None, metavar="ENV_ID", help="explicit env ids instead of a suite")
     evaluate.add_argument("--data-root", default=None, help="read local data files from here (e.g. ../shared/data) instead of the hub")
-    evaluate.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
-    evaluate.add_argument("--sag", type=int, default=0, metavar="N", help="self-consistent action generation with N candidates")
+    evaluate.add_argument("--limit", type=positive_int, default=None, help="first K tasks of each benchmark")
+    evaluate.add_argument("--sag", type=sag_candidates, default=0, metavar="N",
+                          help="self-consistent action generation with N >= 2 candidates (default: 0, off)")
     evaluate.add_argument("--cot", choices=("none", "cot", "cot-rag"), default="none", help="evaluate the CoT baseline instead of the agent")
     evaluate.add_argument("--prompt-variant", choices=("full", "short"), default="full",
                           help="system prompt of the envs: students trained by `agentdistill distill` use short")
-    evaluate.add_argument("--num-envs", type=int, default=8)
-    evaluate.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluate.add_argument("--num-envs", type=positive_int, default=8, help="envs stepped together (default: 8)")
+    evaluate.add_argument("--max-new-tokens", type=positive_int, default=1024)
     evaluate.add_argument("--out", required=True, help="output directory (trajectories and results)")
     evaluate.add_argument("--wandb-project", default=None)
     evaluate.add_argument("--no-progress", action="store_true")
@@ -150,9 +211,13 @@ def _add_distill_command(commands: argparse._SubParsersAction) -> None:
     distill.add_argument("--student", required=True, help="a hub id, a local model directory, or scratch:tiny / scratch:small")
     distill.add_argument("--out", required=True, help="output directory (resumes from its last checkpoint)")
     distill.add_argument("--config", default=None, help="SFT settings YAML (default: the paper's, configs/distill/sft_paper.yaml)")
-    distill.add_argument("--num-processes", type=int, default=1, help="train in this many processes through accelerate")
+    distill.add_argument("--num-processes", type=positive_int, default=1, help="train in this many processes through accelerate")
     distill.add_argument("--accelerate-config", default=None, help="accelerate config (default: chosen for the machine)")
     distill.add_argument("--merge", action="store_true", help="also write a merged model to OUT/merged (LoRA)")
+    distill.add_argument("--wandb-project", default=None,
+                         help="track the run in this W&B project (default: the config's, else agentdistill; offline "
+                         "without credentials, files under OUT/wandb)")
+    distill.add_argument("--no-wandb", action="store_true", help="do not track the run with W&B")
 
 
 def _add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -166,6 +231,7 @@ def _add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--dry-run", action="store_true", help="check and print the plan; run nothing")
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                      help="set a dotted key to a YAML value, e.g. limit=10 or tasks.0.episodes=4 (repeatable)")
+    run.add_argument("--no-wandb", action="store_true", help="do not track training runs with W&B")
 
 
 def _add_quickstart_command(commands: argparse._SubParsersAction) -> None:
@@ -183,10 +249,14 @@ def _add_quickstart_command(commands: argparse._SubParsersAction) -> None:
     quickstart.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+_DEBUG_HELP = "on an error, show the full traceback instead of the one-line message"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog="agentdistill", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"agentdistill {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_quickstart_command(commands)
     _add_index_commands(commands)
@@ -196,7 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_command(commands)
     _add_run_command(commands)
     _add_rl_command(commands)
+    _accept_debug_anywhere(parser)
     return parser
+
+
+def _accept_debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too (``agentdistill rollout ... --debug``), not only before it; a
+    sub-command's flag is left unset unless given, so it never hides the top-level one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+                _accept_debug_anywhere(subparser)
 
 
 def _add_rl_command(commands: argparse._SubParsersAction) -> None:
@@ -210,11 +291,13 @@ def _add_rl_command(commands: argparse._SubParsersAction) -> None:
     rl.add_argument("--env", required=True, help="env id, e.g. AgentMath-Synthetic-v0")
     rl.add_argument("--policy", required=True, help="hf:DIR, the student to train (a full model directory or hub id)")
     rl.add_argument("--out", required=True, help="output directory (resumed when it holds checkpoints)")
-    rl.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides the config's max_steps)")
+    rl.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (overrides the config's max_steps)")
     rl.add_argument("--config", default=None, help="YAML of GRPO settings, e.g. configs/rl/grpo_cpu_tiny.yaml")
-    rl.add_argument("--num-processes", type=int, default=1, help="data-parallel processes via accelerate (default: 1)")
+    rl.add_argument("--num-processes", type=positive_int, default=1, help="data-parallel processes via accelerate (default: 1)")
     rl.add_argument("--accelerate-config", default=None, help="accelerate config for --num-processes > 1")
-    rl.add_argument("--wandb-project", default=None, help="track the run in this W&B project (offline without credentials)")
+    rl.add_argument("--wandb-project", default=None,
+                    help="track the run in this W&B project (default: the config's, else agentdistill; offline without credentials)")
+    rl.add_argument("--no-wandb", action="store_true", help="do not track the run with W&B")
     rl.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -224,14 +307,51 @@ def _check_output(path: str, kind: Literal["file", "directory"], *, model: bool 
     from agentdistill import preflight
 
     free = preflight.MODEL_MIN_FREE_BYTES if model else preflight.DEFAULT_MIN_FREE_BYTES
-    try:
-        preflight.check_output_path(path, kind=kind, min_free_bytes=free)
-    except preflight.OutputPathError as error:
-        raise SystemExit(f"agentdistill: {error}") from None
+    preflight.check_output_path(path, kind=kind, min_free_bytes=free)
+
+
+def _check_env(env_id: str, env_args: Sequence[tuple[str, object]] = ()) -> None:
+    """An unknown env id or an argument the env does not take, refused before anything is loaded."""
+    from agentdistill.envs.registration import check_env_arguments
+
+    check_env_arguments(env_id, dict(env_args))
+
+
+def _check_policy(spec: str) -> None:
+    """A malformed policy spec, or a model path that does not exist, refused before any model loads."""
+    from agentdistill.policies import parse_policy_spec
+    from agentdistill.policies.model_source import check_model_source
+
+    parsed = parse_policy_spec(spec)
+    if parsed.kind in ("hf", "vllm"):
+        check_model_source(parsed.model)
+        if parsed.adapter is not None:
+            check_model_source(parsed.adapter, what="adapter")
+
+
+def _check_input_file(path: str, what: str) -> None:
+    from pathlib import Path
+
+    from agentdistill.errors import UserError
+
+    if not Path(path).is_file():
+        problem = "is a directory" if Path(path).is_dir() else "does not exist"
+        raise UserError(f"{what} {path!r} {problem} (relative paths are read from {Path.cwd()})")
+
+
+def _wandb_project(args: argparse.Namespace, configured: str | None) -> str | None:
+    """The W&B project a training command tracks in: ``--wandb-project``, else the config's, else the default;
+    none with ``--no-wandb``."""
+    from agentdistill.tracking import default_project
+
+    if args.no_wandb:
+        return None
+    return default_project(args.wandb_project or configured)
 
 
 def _run_index_build(args: argparse.Namespace) -> None:
     _check_output(args.out, "directory", model=True)
+    _check_input_file(args.corpus, "corpus")
     from agentdistill.envs.tools.retrieval.encoders import DEFAULT_ENCODER, TextEncoder
     from agentdistill.envs.tools.retrieval.index_store import build_index
 
@@ -260,13 +380,21 @@ def _run_serve(args: argparse.Namespace) -> None:
     from agentdistill.envs.tools.retrieval.server import serve
 
     if args.index is not None:
+        from agentdistill.envs.tools.retrieval.index_store import index_info
+
+        index_info(args.index)  # a directory that is not a finished index is refused before the encoder loads
         retriever = make_retriever(args.index, documents=list, encoder=args.encoder)
     else:
+        _check_input_file(args.corpus, "corpus")
         retriever = make_retriever("bm25", documents=lambda: load_corpus(args.corpus))
     serve(retriever, host=args.host, port=args.port, max_batch=args.max_batch)
 
 
 def _run_rollout(args: argparse.Namespace) -> None:
+    _check_env(args.env, args.env_arg)
+    _check_policy(args.policy)
+    if args.ftp:
+        _check_input_file(args.ftp, "prefix file")
     _check_output(args.out, "file")
     import json
 
@@ -303,12 +431,15 @@ def _run_rollout(args: argparse.Namespace) -> None:
 
 
 def _run_show(args: argparse.Namespace) -> None:
+    _check_input_file(args.file, "trajectory file")
     from agentdistill.rollouts.show import show_file
 
     show_file(args.file, index=args.index, limit=args.limit)
 
 
 def _run_ftp_build(args: argparse.Namespace) -> None:
+    _check_env(args.env, args.env_arg)
+    _check_policy(args.policy)
     _check_output(args.out, "file")
     from agentdistill.policies import make_policy
     from agentdistill.rollouts.ftp import build_prefix_file
@@ -325,13 +456,18 @@ def _run_ftp_build(args: argparse.Namespace) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> None:
-    _check_output(args.out, "directory")
-    import agentdistill  # noqa: F401 - registers the env ids
-    from agentdistill.policies.base import SamplingParams
-    from agentdistill.rollouts.evaluate import PAPER_FACTUAL, PAPER_MATH, PAPER_SUITE, benchmark_env_kwargs, evaluate
+    from agentdistill.rollouts.evaluate import PAPER_FACTUAL, PAPER_MATH, PAPER_SUITE
 
     suites = {"paper": PAPER_SUITE, "factual": PAPER_FACTUAL, "math": PAPER_MATH}
     env_ids = tuple(args.tasks) if args.tasks else tuple(suites[args.suite])
+    for env_id in env_ids:
+        _check_env(env_id)
+    _check_policy(args.policy)
+    _check_output(args.out, "directory")
+    import agentdistill  # noqa: F401 - registers the env ids
+    from agentdistill.policies.base import SamplingParams
+    from agentdistill.rollouts.evaluate import benchmark_env_kwargs, evaluate
+
     kwargs_by_env = benchmark_env_kwargs(env_ids, data_root=args.data_root, prompt_variant=args.prompt_variant)
     if args.cot != "none":
         from agentdistill.distill.cot import evaluate_cot_suite
@@ -357,15 +493,25 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 def _run_distill(args: argparse.Namespace) -> None:
     _check_output(args.out, "directory", model=True)
+    for path in args.trajectories:
+        _check_input_file(path, "trajectory file")
+    if args.config:
+        _check_input_file(args.config, "SFT settings file")
+    if not args.student.startswith("scratch:"):
+        from agentdistill.policies.model_source import check_model_source
+
+        check_model_source(args.student, what="student")
     from agentdistill.distill.launch import run_sft
     from agentdistill.distill.sft import SFTSettings
     from agentdistill.distill.sft_data import trajectories_to_dataset
+    from agentdistill.errors import UserError
 
+    settings = SFTSettings.from_yaml(args.config) if args.config else SFTSettings()
+    settings = settings.replace(wandb_project=_wandb_project(args, settings.wandb_project))
     dataset, report = trajectories_to_dataset(args.trajectories)
     report.describe()
     if len(dataset) == 0:
-        raise SystemExit("no episode passed the filters: nothing to train on")
-    settings = SFTSettings.from_yaml(args.config) if args.config else SFTSettings()
+        raise UserError(f"no episode of {', '.join(args.trajectories)} passed the filters: nothing to train on")
     result = run_sft(
         dataset, args.student, args.out, settings=settings, num_processes=args.num_processes,
         accelerate_config=args.accelerate_config, merge=args.merge,
@@ -374,15 +520,15 @@ def _run_distill(args: argparse.Namespace) -> None:
 
 
 def _run_rl(args: argparse.Namespace) -> None:
+    _check_env(args.env)
+    _check_policy(args.policy)
+    if args.config:
+        _check_input_file(args.config, "GRPO settings file")
     _check_output(args.out, "directory", model=True)
     from agentdistill.distill.grpo import launch_grpo, settings_for, train_grpo
 
-    try:
-        settings = settings_for(args.config, args.steps)
-        if args.wandb_project:
-            settings = settings.replace(wandb_project=args.wandb_project)
-    except ValueError as error:
-        raise SystemExit(f"agentdistill rl: {error}") from None
+    settings = settings_for(args.config, args.steps)
+    settings = settings.replace(wandb_project=_wandb_project(args, settings.wandb_project))
     if args.num_processes > 1:
         result = launch_grpo(
             args.env, args.policy, args.out, settings=settings, num_processes=args.num_processes,
@@ -417,12 +563,13 @@ def _rl_summary(result: object) -> str:
 
 
 def _run_experiment(args: argparse.Namespace) -> None:
-    from agentdistill.experiments import ConfigError, run_experiment
+    import os
 
-    try:
-        run_experiment(args.config, dry_run=args.dry_run, overrides=args.override)
-    except ConfigError as error:
-        raise SystemExit(f"agentdistill run: {error}") from None
+    from agentdistill.experiments import run_experiment
+
+    if args.no_wandb:
+        os.environ["WANDB_MODE"] = "disabled"  # W&B's own switch: every run of the experiment is left untracked
+    run_experiment(args.config, dry_run=args.dry_run, overrides=args.override)
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
@@ -457,30 +604,90 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+_HANDLERS: Mapping[str, Callable[[argparse.Namespace], None]] = MappingProxyType(
+    {
+        "quickstart": _run_quickstart,
+        "index build": _run_index_build,
+        "index info": _run_index_info,
+        "serve-retriever": _run_serve,
+        "rollout": _run_rollout,
+        "show": _run_show,
+        "ftp build": _run_ftp_build,
+        "eval": _run_eval,
+        "distill": _run_distill,
+        "run": _run_experiment,
+        "rl": _run_rl,
+    }
+)
+"""Each command as typed (``"index build"``, ``"rollout"``...) -> the function that runs it."""
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """The command as the user typed it, e.g. ``"index build"`` or ``"rollout"``."""
+    sub = getattr(args, "index_command", None) or getattr(args, "ftp_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user asked for something that cannot be done as asked: reported in one line.
+    Anything else is a bug of ours and keeps its traceback."""
+    import gymnasium
+
+    return (ValueError, OSError, ImportError, gymnasium.error.Error)
+
+
+def _message(error: BaseException) -> str:
+    text = str(error).strip()
+    if isinstance(error, ImportError) and not text:
+        text = f"the package {error.name} is not installed"
+    return text or type(error).__name__
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command kept, and how to pick up from there."""
+    again = "run the same command again to resume"
+    command = command_name(args)
+    if command == "rollout":
+        from pathlib import Path
+
+        path = Path(args.out)
+        kept = 0
+        if path.is_file():
+            with path.open("rb") as handle:
+                kept = sum(1 for line in handle if line.endswith(b"\n") and line.strip())
+        return f"{kept} finished episodes are kept in {path}; {again} (they are not run twice)"
+    if command == "eval":
+        return f"finished episodes are kept in {args.out}/trajectories; {again}"
+    if command in ("distill", "rl"):
+        return f"checkpoints saved so far are in {args.out}; {again} from the last one"
+    if command == "index build":
+        return f"finished shards are kept in {args.out}; {again}"
+    if command in ("quickstart", "run", "ftp build"):
+        return f"what finished is kept; {again}"
+    return "nothing was written"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``agentdistill`` console script."""
+    """Entry point of the ``agentdistill`` console script.
+
+    A user's mistake (a bad id, spec, path, file or setting) prints ``agentdistill <command>: <message>``
+    and returns 1; Ctrl-C says what was kept and how to resume, and returns 130. ``--debug`` shows the
+    traceback instead.
+    """
     args = build_parser().parse_args(argv)
-    if args.command == "quickstart":
-        _run_quickstart(args)
-    elif args.command == "index":
-        handlers = {"build": _run_index_build, "info": _run_index_info}
-        handlers[args.index_command](args)
-    elif args.command == "serve-retriever":
-        _run_serve(args)
-    elif args.command == "rollout":
-        _run_rollout(args)
-    elif args.command == "show":
-        _run_show(args)
-    elif args.command == "ftp":
-        _run_ftp_build(args)
-    elif args.command == "eval":
-        _run_eval(args)
-    elif args.command == "distill":
-        _run_distill(args)
-    elif args.command == "run":
-        _run_experiment(args)
-    elif args.command == "rl":
-        _run_rl(args)
+    name = command_name(args)
+    try:
+        _HANDLERS[name](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        sys.stderr.write(f"\nagentdistill {name}: interrupted; {_interrupted(args)}\n")
+        return 130
+    except _user_errors() as error:
+        if args.debug:
+            raise
+        sys.stderr.write(f"agentdistill {name}: {_message(error)}\n")
+        return 1
     return 0
 
 

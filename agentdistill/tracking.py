@@ -41,3 +41,15 @@ def start_wandb_run(project: str, run_dir: str | os.PathLike[str], config: Mappi
     for variable in _DIRECTORY_VARIABLES:
         os.environ.setdefault(variable, str(directory))
     return wandb.init(project=project, dir=str(directory), config=dict(config), name=name, mode=wandb_mode())
+
+
+DEFAULT_PROJECT = "agentdistill"
+"""The W&B project of a training command run without one: every training run is tracked unless the user
+opts out (``--no-wandb``, or W&B's own ``WANDB_MODE=disabled``)."""
+
+
+def default_project(project: str | None) -> str | None:
+    """``project`` when set; else :data:`DEFAULT_PROJECT`, or ``None`` when W&B is disabled for this process."""
+    if project:
+        return project
+    return None if os.environ.get("WANDB_MODE", "").lower() == "disabled" else DEFAULT_PROJECT

@@ -48,3 +48,54 @@ def register_envs() -> None:
     for entry in ENV_ENTRIES:
         if entry.env_id not in gym.registry:
             gym.register(id=entry.env_id, entry_point=entry.entry_point, kwargs=dict(entry.kwargs))
+
+
+def env_entry_for(env_id: str) -> EnvEntry:
+    """The registration of ``env_id``; an unknown id is a :class:`~agentdistill.errors.UserError` that
+    suggests the closest known ids and lists them all."""
+    for entry in ENV_ENTRIES:
+        if entry.env_id == env_id:
+            return entry
+    from difflib import get_close_matches
+
+    from agentdistill.errors import UserError
+
+    close = get_close_matches(str(env_id), ENV_IDS, n=2, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(name) for name in close)}? " if close else ""
+    raise UserError(f"unknown env id {env_id!r}; {hint}known ids: {', '.join(ENV_IDS)}")
+
+
+def env_arguments(env_id: str) -> tuple[str, ...]:
+    """The constructor arguments a user may pass to ``env_id`` (those the registration fixes excluded),
+    collected along the class hierarchy as far as ``**kwargs`` forwards them."""
+    import importlib
+    import inspect
+
+    entry = env_entry_for(env_id)
+    module_name, _, class_name = entry.entry_point.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return tuple(sorted(set(names) - set(entry.kwargs)))
+
+
+def check_env_arguments(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse, before anything is built, arguments ``env_id`` does not take, naming the valid ones."""
+    valid = env_arguments(env_id)
+    unknown = sorted(set(kwargs) - set(valid))
+    if not unknown:
+        return
+    from difflib import get_close_matches
+
+    from agentdistill.errors import UserError
+
+    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := get_close_matches(name, valid, n=1)) else repr(name)
+             for name in unknown]
+    raise UserError(f"{env_id} takes no argument {', '.join(hints)}; its arguments are: {', '.join(valid)}")

@@ -45,6 +45,7 @@ from transformers import (
 )
 
 from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams, first_stop, restore_end_code
+from agentdistill.policies.model_source import explaining_model_load
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class HFPolicy:
         if isinstance(model_or_path, (str, os.PathLike)):
             source = os.fspath(model_or_path)
             load_options: dict[str, Any] = {"dtype": torch_dtype} if torch_dtype is not None else {}
-            model: Any = AutoModelForCausalLM.from_pretrained(source, **load_options)
+            with explaining_model_load(source):
+                model: Any = AutoModelForCausalLM.from_pretrained(source, **load_options)
             tokenizer = tokenizer if tokenizer is not None else source
         else:
             source = type(model_or_path).__name__
@@ -341,7 +343,8 @@ class _LogprobRecorder(LogitsProcessor):
 def _left_padding_copy(tokenizer: PreTrainedTokenizerBase | str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """A private tokenizer that pads on the left (decoder-only batching) and has a pad token."""
     if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+        with explaining_model_load(tokenizer, what="tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
     else:
         tokenizer = copy.deepcopy(tokenizer)
     tokenizer.padding_side = "left"
@@ -371,7 +374,8 @@ def _load_adapter(model: Any, adapter: str) -> Any:
         from peft import PeftModel
     except ImportError as error:
         raise ImportError(f"loading the adapter {adapter!r} needs peft: `{PEFT_INSTALL_HINT}`") from error
-    return PeftModel.from_pretrained(model, adapter)
+    with explaining_model_load(adapter, what="adapter"):
+        return PeftModel.from_pretrained(model, adapter)
 
 
 def _failed(params: SamplingParams, error: str) -> list[Completion]:

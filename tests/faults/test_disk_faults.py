@@ -125,7 +125,8 @@ def test_commands_refuse_a_full_or_read_only_output_before_any_work(tmp_path: Pa
         result = results[name]
         out = cases[name][cases[name].index("--out") + 1]
         assert result["code"] == 1, (name, result)
-        assert result["stderr"].strip().startswith(f"agentdistill: cannot write {out}: "), (name, result)
+        command = " ".join(cases[name][:2]) if cases[name][0] in ("ftp", "index") else cases[name][0]
+        assert result["stderr"].strip().startswith(f"agentdistill {command}: cannot write {out}: "), (name, result)
         assert expected.format(**places) in result["stderr"], (name, result)
         assert result["written"] == {str(full): [], str(read_only): []}, (name, result)  # refused before any work
 
