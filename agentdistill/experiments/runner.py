@@ -105,6 +105,25 @@ def _container(value: Any) -> Any:
     return value
 
 
+_TRAINING_KINDS = frozenset({"sft", "cot", "rl"})
+"""Kinds that write models and checkpoints, and so need the room for one."""
+
+
+def check_output_directory(experiment: Experiment) -> None:
+    """Refuse at once an ``out`` that cannot be written (read-only, a file, a full disk): a run that learns it
+    after hours of rollouts or training has lost those hours. A dry run checks it too, writing nothing."""
+    from agentdistill import preflight
+
+    out = getattr(experiment.config, "out", None)
+    if out is None:
+        return
+    room = preflight.MODEL_MIN_FREE_BYTES if experiment.kind.name in _TRAINING_KINDS else preflight.DEFAULT_MIN_FREE_BYTES
+    try:
+        preflight.check_output_path(out, kind="directory", min_free_bytes=room)
+    except preflight.OutputPathError as error:
+        raise experiment.where.child("out").error(str(error)) from None
+
+
 def run_experiment(
     path: str | os.PathLike[str],
     *,
@@ -116,6 +135,7 @@ def run_experiment(
     ``dry_run``. Returns the plan."""
     write = write or sys.stdout.write
     experiment = load_experiment(path, overrides)
+    check_output_directory(experiment)
     plan = experiment.plan()
     write(plan.render())
     if dry_run:

@@ -142,3 +142,17 @@ eval:
     table = json.loads((tmp_path / "cot" / "eval" / "cot" / "results.json").read_text())
     assert table["method"] == "CoT" and table["rows"][0]["episodes"] == 2
     assert table["policy"].endswith(str(tmp_path / "cot" / "student"))
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_plan(tmp_path: Path, offline: None) -> None:
+    from agentdistill.experiments import ConfigError
+
+    taken = tmp_path / "results"
+    taken.write_text("a file of the user's, where the config wants a directory\n")
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"kind: eval\npolicy: expert\ntasks: [AgentMath-Synthetic-v0]\nlimit: 1\nout: {taken}\n")
+    printed: list[str] = []
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match=rf"{config}: out: cannot write {taken}: it exists and is not a directory"):
+            run_experiment(config, dry_run=dry_run, write=printed.append)
+    assert printed == [] and taken.read_text().startswith("a file of the user's")
