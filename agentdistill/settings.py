@@ -43,13 +43,29 @@ def load_yaml_mapping(path: str | os.PathLike[str], *, what: str) -> dict[str, A
     import yaml
 
     with open(path, encoding="utf-8") as handle:
-        loaded = yaml.safe_load(handle)
+        try:
+            loaded = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML{_where(error)}: {_problem(error)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, Mapping):
         # A ValueError like every other bad config, so callers catch one exception type.
         raise ValueError(f"{path}: expected a mapping of {what} settings, got {type(loaded).__name__}")  # noqa: TRY004
     return dict(loaded)
+
+
+def _where(error: Exception) -> str:
+    """`` (line L, column C)`` of a YAML error, 1-based, when it has a position."""
+    mark = getattr(error, "problem_mark", None)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def _problem(error: Exception) -> str:
+    problem = getattr(error, "problem", None)
+    context = getattr(error, "context", None)
+    text = " ".join(part for part in (context, problem) if part)
+    return text or str(error).splitlines()[0]
 
 
 def settings_from_yaml(cls: type[SettingsT], path: str | os.PathLike[str], *, what: str) -> SettingsT:

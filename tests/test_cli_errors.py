@@ -157,3 +157,15 @@ def test_ctrl_c_keeps_the_finished_episodes_and_says_how_to_resume(tmp_path: Pat
                             "--num-envs", "2", "--out", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["skipped (already in the file)"] == min(kept, 20)
+
+
+def test_a_settings_file_that_is_not_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "teacher.jsonl").write_text("")
+    (tmp_path / "sft.yaml").write_text("learning_rate: 1e-4\nlora_target_modules: [q_proj\nepochs: 2\n")
+    message = _one_line_error(
+        _agentdistill("distill", "--trajectories", "teacher.jsonl", "--student", "scratch:tiny", "--out", "s",
+                      "--config", "sft.yaml", cwd=tmp_path),
+        "distill",
+    )
+    assert message.startswith("sft.yaml: not valid YAML (line 3, column 7): ")
+    assert not (tmp_path / "s").exists()
