@@ -42,14 +42,20 @@ def canonical(value: Any) -> Any:
 def identity_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any], *, ignore: Collection[str] = ()) -> list[str]:
     """One line per dotted key whose value differs between a recorded identity and this run's
     (``"policy: 'hf:a' before, 'hf:b' now"``); keys listed in ``ignore`` (top level) may differ."""
-    before = _flatten(canonical({k: v for k, v in recorded.items() if k not in ignore}))
-    now = _flatten(canonical({k: v for k, v in wanted.items() if k not in ignore}))
-    lines = []
-    for key in sorted(set(before) | set(now)):
-        old, new = before.get(key, _MISSING), now.get(key, _MISSING)
-        if old != new:
-            lines.append(f"{key}: {_shown(old)} before, {_shown(new)} now")
+    before = canonical({k: v for k, v in recorded.items() if k not in ignore})
+    now = canonical({k: v for k, v in wanted.items() if k not in ignore})
+    lines: list[str] = []
+    _compare(before, now, "", lines)
     return lines
+
+
+def _compare(old: Any, new: Any, key: str, lines: list[str]) -> None:
+    """Descend while both sides are mappings; report the first level where they differ otherwise."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for name in sorted(set(old) | set(new)):
+            _compare(old.get(name, _MISSING), new.get(name, _MISSING), f"{key}.{name}" if key else str(name), lines)
+    elif old != new:
+        lines.append(f"{key or '(value)'}: {_shown(old)} before, {_shown(new)} now")
 
 
 def describe_differences(lines: Iterable[str]) -> str:
@@ -195,15 +201,6 @@ class _Missing:
 
 
 _MISSING = _Missing()
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, Mapping) and value:
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix or "(value)": value}
 
 
 def _shown(value: Any) -> str:

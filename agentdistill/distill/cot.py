@@ -18,6 +18,7 @@ request context; no episode is stepped.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,15 @@ from agentdistill.rollouts.evaluate import (
     ResultsTable,
     TaskResult,
     check_task_ids,
+    claim_evaluation_directory,
     domain_of,
+    episodes_of,
     metric_of,
     summarize_records,
     task_indices,
 )
 from agentdistill.rollouts.ftp import COT_SYSTEM_PROMPT
-from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories
+from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories, run_identity
 
 COT_MAX_NEW_TOKENS = 2048
 """Default answer length: a reasoned math answer needs more room than one CodeAct turn."""
@@ -71,6 +74,7 @@ def collect_cot(
     sampling: SamplingParams | None = None,
     out: str | os.PathLike[str],
     batch_size: int = 64,
+    env_args: Mapping[str, Any] | None = None,
 ) -> int:
     """Ask ``policy`` for a chain-of-thought answer to each task not yet in ``out``; returns how many it added.
 
@@ -78,7 +82,9 @@ def collect_cot(
     ``messages`` is the ``[system, user, assistant]`` conversation and ``answer`` the boxed answer graded by
     ``env``'s grader. With ``rag=True`` the env's retriever is searched with the question and the top
     ``top_k`` documents are put before it (QA envs only). A request the backend failed is recorded with
-    score 0 and the error under ``failed``.
+    score 0 and the error under ``failed`` (and asked again when ``out`` is resumed). ``env_args`` (the
+    arguments ``env`` was built with) go into the run identity that ``out`` checks on resume, as for
+    agent trajectories.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
@@ -86,7 +92,15 @@ def collect_cot(
     env_id = env.spec.id if env.spec is not None else type(base).__name__
     sampling = sampling or default_cot_sampling()
     added = 0
-    with TrajectoryWriter(out) as writer:
+    identity = {
+        **run_identity(
+            env_id=env_id, env_args=env_args, policy=policy.name, sampling=asdict(sampling), sag=None, ftp_prefixes=None
+        ),
+        "method": "chain-of-thought",
+        "rag": rag,
+        "top_k": top_k if rag else None,
+    }
+    with TrajectoryWriter(out, identity=identity) as writer:
         todo = [index for index in task_indices if not writer.is_done(env_id, index)]
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -213,14 +227,15 @@ def evaluate_cot(
     try:
         indices = task_indices(env.unwrapped.num_tasks, limit, env_id)
         check_task_ids(path, env_id, indices, lambda index: env.unwrapped.task_at(index).task_id)
-        collect_cot(runner, env, indices, rag=rag, top_k=top_k, sampling=sampling, out=path, batch_size=batch_size)
+        collect_cot(
+            runner, env, indices, rag=rag, top_k=top_k, sampling=sampling, out=path, batch_size=batch_size,
+            env_args=env_kwargs,
+        )
     finally:
         env.close()
         if owned:
             runner.close()
-    wanted = set(indices)
-    records = [r for r in read_trajectories(path) if r.get("env_id") == env_id and r.get("task_index") in wanted]
-    return summarize_records(env_id, records, metric=metric_of(env_id, env_kwargs))
+    return summarize_records(env_id, episodes_of(path, env_id, indices), metric=metric_of(env_id, env_kwargs))
 
 
 def evaluate_cot_suite(
@@ -246,6 +261,16 @@ def evaluate_cot_suite(
     kwargs_by_env = env_kwargs_by_env or {}
     rows = []
     try:
+        # CoT and CoT+RAG share one directory (their math rows are the same answers), so RAG is not part of it
+        claim = claim_evaluation_directory(
+            out_dir, policy=runner.name, method="chain-of-thought", sampling=sampling or default_cot_sampling(),
+            extra={"top_k": top_k},
+        )
+    except BaseException:
+        if owned:
+            runner.close()
+        raise
+    try:
         for env_id in env_ids:
             rows.append(
                 evaluate_cot(
@@ -253,9 +278,10 @@ def evaluate_cot_suite(
                     rag=rag and domain_of(env_id) == "factual", sampling=sampling, batch_size=batch_size,
                 )
             )
+        table = ResultsTable(policy=runner.name, rows=tuple(rows), method="CoT+RAG" if rag else "CoT", limit=limit)
+        table.write(Path(out_dir) / ("cot-rag" if rag else "cot"))
     finally:
         if owned:
             runner.close()
-    table = ResultsTable(policy=runner.name, rows=tuple(rows), method="CoT+RAG" if rag else "CoT", limit=limit)
-    table.write(Path(out_dir) / ("cot-rag" if rag else "cot"))
+        claim.release()
     return table

@@ -62,11 +62,13 @@ def collect_trajectories(
     wandb_project: str | None = None,
     wandb_config: Mapping[str, Any] | None = None,
     progress: bool = True,
+    append: bool = False,
 ) -> RolloutSummary:
     """Run ``policy`` on tasks ``start .. start + episodes - 1`` of ``env_id`` into the trajectory file ``out``
     (with ``clip``, fewer when the split ends earlier; see :func:`task_range`).
 
-    A rerun with the same ``out`` skips the episodes already there. ``wandb_project`` logs the running
+    A rerun with the same ``out`` and settings skips the episodes already there; a file of another run is
+    refused, unless ``append`` adds this run's episodes to it. ``wandb_project`` logs the running
     metrics to W&B (offline without credentials; files next to ``out``), with ``wandb_config`` as the run's
     config. The policy is left open.
     """
@@ -91,6 +93,8 @@ def collect_trajectories(
             ftp_prefixes=ftp_prefixes,
             progress=progress,
             log=run.log if run is not None else None,
+            env_args=env_kwargs or {},
+            append=append,
         )
     finally:
         envs.close()

@@ -27,10 +27,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from agentdistill.errors import OutputConflictError
 from agentdistill.policies import make_policy
 from agentdistill.policies.base import Policy, SamplingParams
 from agentdistill.rollouts.loop import SAGSettings, make_rollout_envs, run_rollouts
-from agentdistill.rollouts.records import read_trajectories
+from agentdistill.rollouts.records import latest_records, read_trajectories
+from agentdistill.runs import RunDirectory, claim_run_directory
 
 PAPER_FACTUAL: tuple[str, ...] = (
     "AgentQA-HotpotQA-v0",
@@ -108,20 +110,34 @@ def suite_env_kwargs(
     return result
 
 
+HELD_OUT_SPLIT = "test"
+"""The split the synthetic envs are evaluated on: their default, ``train``, is where teachers collect."""
+
+
 def benchmark_env_kwargs(
     env_ids: Iterable[str],
     *,
     data_root: str | os.PathLike[str] | None = None,
     prompt_variant: str | None = None,
+    env_args: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Constructor arguments for each env of an evaluation: the suite's local files under ``data_root``
-    (:func:`suite_env_kwargs`; ids outside :data:`PAPER_SUITE`, such as the synthetic envs, need none) and
-    the system prompt variant (``"short"`` for students trained by ``agentdistill distill``)."""
+    (:func:`suite_env_kwargs`; ids outside :data:`PAPER_SUITE`, such as the synthetic envs, need none), the
+    system prompt variant (``"short"`` for students trained by ``agentdistill distill``) and ``env_args`` for
+    every env. The synthetic envs are evaluated on their held-out split (:data:`HELD_OUT_SPLIT`) unless
+    ``env_args`` names one: their default split is the one teacher trajectories, and so students, come from."""
     result: dict[str, dict[str, Any]] = {}
     for env_id in env_ids:
         local = suite_env_kwargs(data_root, (env_id,))[env_id] if env_id in PAPER_SUITE else {}
-        result[env_id] = {**local, **({"prompt_variant": prompt_variant} if prompt_variant is not None else {})}
+        held_out = {"split": HELD_OUT_SPLIT} if is_synthetic(env_id) else {}
+        variant = {"prompt_variant": prompt_variant} if prompt_variant is not None else {}
+        result[env_id] = {**local, **held_out, **variant, **dict(env_args or {})}
     return result
+
+
+def is_synthetic(env_id: str) -> bool:
+    """Whether ``env_id`` generates its tasks (and so has a train and a held-out split)."""
+    return benchmark_name(env_id).endswith("-Synthetic")
 
 
 def domain_of(env_id: str) -> str:
@@ -438,10 +454,16 @@ def evaluate(
         raise ValueError("env_ids is empty: name at least one env id")
     kwargs_by_env = env_kwargs_by_env or {}
     out = Path(out_dir)
-    owned = isinstance(policy, str)
-    runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
     sag = sag_settings if sag_settings is not None else (SAGSettings(n=sag_n) if sag_n > 1 else None)
     sag_n = sag.n if sag is not None else 0
+    owned = isinstance(policy, str)
+    runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
+    try:
+        claim = claim_evaluation_directory(out, policy=runner.name, method="agent", sampling=sampling, sag=sag)
+    except BaseException:
+        if owned:
+            runner.close()
+        raise
     run = None
     if wandb_project:
         from agentdistill.tracking import start_wandb_run
@@ -469,7 +491,33 @@ def evaluate(
             runner.close()
         if run is not None:
             run.finish()
+        claim.release()
     return table
+
+
+def claim_evaluation_directory(
+    out_dir: str | os.PathLike[str],
+    *,
+    policy: str,
+    method: str,
+    sampling: SamplingParams | None,
+    sag: SAGSettings | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> RunDirectory:
+    """Make ``out_dir`` this evaluation's directory, or resume it: one policy, method and decoding per
+    directory, so a results table never mixes two of them.
+
+    The benchmarks and ``limit`` are not part of the identity: adding a benchmark or raising the limit
+    continues the same evaluation. Each benchmark's trajectory file checks its own env arguments.
+    """
+    identity = {
+        "policy": policy,
+        "method": method,
+        "sampling": asdict(sampling or SamplingParams()),
+        "sag": asdict(sag) if sag is not None else None,
+        **dict(extra or {}),
+    }
+    return claim_run_directory(out_dir, command="eval", identity=identity)
 
 
 def _prefixed_logger(log: Callable[[dict[str, float]], None], env_id: str) -> Callable[[dict[str, float]], None]:
@@ -499,14 +547,18 @@ def _evaluate_env(
         check_task_ids(path, env_id, indices, lambda index: envs.call("task_at", index)[0].task_id)
         run_rollouts(
             envs, policy, env_id=env_id, task_indices=indices, out=str(path), sampling=sampling, sag=sag,
-            progress=progress, log=log,
+            progress=progress, log=log, env_args=env_kwargs,
         )
     finally:
         envs.close()
+    return summarize_records(env_id, episodes_of(path, env_id, indices), metric=metric_of(env_id, env_kwargs))
+
+
+def episodes_of(path: str | os.PathLike[str], env_id: str, indices: Iterable[int]) -> list[dict[str, Any]]:
+    """The latest record of each episode of ``env_id``'s tasks ``indices`` in a trajectory file (a task the
+    policy failed and a rerun played again counts once, as its retry)."""
     wanted = set(indices)
-    records = [r for r in read_trajectories(path) if r.get("env_id") == env_id and r.get("task_index") in wanted]
-    _warn_if_mixed(records, policy.name, sag.n if sag else 0, path)
-    return summarize_records(env_id, records, metric=metric_of(env_id, env_kwargs))
+    return [r for r in latest_records(path) if r.get("env_id") == env_id and r.get("task_index") in wanted]
 
 
 def task_indices(num_tasks: int | None, limit: int | None, env_id: str) -> list[int]:
@@ -529,8 +581,8 @@ def check_task_ids(
 ) -> None:
     """Refuse to resume a file whose finished episodes are of other tasks than the env's at those indices.
 
-    Resuming recognises episodes by task index, so a file written with other data (another split, another
-    ``data_path``) would otherwise be skipped over and reported as this benchmark's results.
+    Resuming recognises episodes by task index; the run identity in each record catches other env
+    arguments, and this catches the rest: a data file at the same path whose content has changed.
     """
     if not Path(path).exists():
         return
@@ -541,28 +593,11 @@ def check_task_ids(
             continue
         expected = str(task_id_at(index))
         if str(record.get("task_id")) != expected:
-            raise ValueError(
-                f"{path} holds task {record.get('task_id')!r} at index {index} of {env_id}, but the env's task "
-                f"there is {expected!r}: it was written with other data or env arguments. Use another out_dir."
+            raise OutputConflictError(
+                path,
+                f"holds task {record.get('task_id')!r} at index {index} of {env_id}, but the env's task there is "
+                f"{expected!r}: it was written with other data or env arguments; use another output directory",
             )
-
-
-def _warn_if_mixed(records: Sequence[Mapping[str, Any]], policy_name: str, sag_n: int, path: Path) -> None:
-    """A resumed file with episodes of another policy or SAG setting would mix two runs in one row: say so."""
-    wanted = (policy_name, sag_n)
-    others = sorted({_run_of(record) for record in records} - {wanted})
-    if others:
-        described = ", ".join(f"{name} (SAG N={n})" if n else f"{name} (no SAG)" for name, n in others)
-        warnings.warn(
-            f"{path} also holds episodes of {described}; the row mixes them with {policy_name} "
-            f"({'SAG N=' + str(sag_n) if sag_n else 'no SAG'}). Use another out_dir per setting.",
-            stacklevel=3,
-        )
-
-
-def _run_of(record: Mapping[str, Any]) -> tuple[str, int]:
-    sag = record.get("sag") or {}
-    return str(record.get("policy")), int(sag.get("n", 0)) if isinstance(sag, Mapping) else 0
 
 
 def _log_table(run: Any, table: ResultsTable, paths: Mapping[str, Path]) -> None:

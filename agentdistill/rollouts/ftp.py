@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import gymnasium as gym
 
+from agentdistill.errors import OutputConflictError, UserError
 from agentdistill.policies.base import Policy, PolicyRequest, SamplingParams
 
 COT_SYSTEM_PROMPT = (
@@ -91,9 +93,10 @@ def build_prefix_file(
 ) -> dict[str, str]:
     """:func:`build_prefixes` on a fresh ``env_id`` env, saved to ``out`` (what ``agentdistill ftp build`` and
     the ``collect`` experiments with ``ftp: {build: true}`` run). The policy is left open; ``progress`` shows a
-    bar."""
+    bar. An existing ``out`` is refused before the teacher is asked anything (:func:`save_prefixes`)."""
     import agentdistill  # noqa: F401 - registers the env ids
 
+    _refuse_existing(out)
     env = gym.make(env_id, **dict(env_kwargs or {}))
     try:
         prefixes = build_prefixes(
@@ -106,14 +109,41 @@ def build_prefix_file(
 
 
 def save_prefixes(prefixes: Mapping[str, str], path: str | os.PathLike[str]) -> None:
-    """Write prefixes as one JSON object ``{task_id: prefix}``."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(dict(prefixes), indent=1, ensure_ascii=False))
+    """Write prefixes as one JSON object ``{task_id: prefix}`` to a new file.
+
+    A prefix file is built in one go (there is nothing to resume), so an existing file (an earlier build
+    the user may be using, or any other file) is never replaced: delete it to build again.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_existing(target)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=".prefixes-", delete=False, encoding="utf-8") as handle:
+        handle.write(json.dumps(dict(prefixes), indent=1, ensure_ascii=False))
+    try:
+        os.link(handle.name, target)  # appears whole or not at all, and never over a file that appeared meanwhile
+    except FileExistsError:
+        _refuse_existing(target)
+        raise
+    finally:
+        os.unlink(handle.name)
+
+
+def _refuse_existing(path: str | os.PathLike[str]) -> None:
+    if Path(path).exists():
+        raise OutputConflictError(
+            path, "already exists and prefix files are never overwritten; use it with --ftp, give another path, "
+            "or delete it to build again"
+        )
 
 
 def load_prefixes(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read a prefix file; a clear error if it is not ``{task_id: prefix}``."""
-    data = json.loads(Path(path).read_text())
+    """Read a prefix file; a clear error (naming the file, and the line of a JSON error) if it is not
+    ``{task_id: prefix}``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:
+        where = f" (line {error.lineno}, column {error.colno})" if isinstance(error, json.JSONDecodeError) else ""
+        raise UserError(f"{path}: not a prefix file: invalid JSON{where}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path}: expected a JSON object mapping task ids to prefix strings")
+        raise UserError(f"{path}: not a prefix file: expected a JSON object mapping task ids to prefix strings")
     return data

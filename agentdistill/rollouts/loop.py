@@ -33,7 +33,7 @@ from agentdistill.envs.codeact import END_CODE
 from agentdistill.envs.sag import encode_candidates
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
 from agentdistill.rollouts.metrics import RolloutMetrics
-from agentdistill.rollouts.records import TrajectoryWriter
+from agentdistill.rollouts.records import TrajectoryWriter, run_identity
 from agentdistill.rollouts.tokens import ObservationTokenizer, TokenTrace
 
 IDLE_ACTION = f"Thought: idle.\n```py\npass\n```{END_CODE}"
@@ -138,6 +138,8 @@ def run_rollouts(
     token_trace: bool = False,
     progress: bool = True,
     log: Callable[[dict[str, float]], None] | None = None,
+    env_args: Mapping[str, Any] | None = None,
+    append: bool = False,
 ) -> RolloutSummary:
     """Run ``policy`` on every task of ``task_indices`` not yet in ``out``, appending one line each.
 
@@ -146,7 +148,9 @@ def run_rollouts(
         policy: any :class:`~agentdistill.policies.base.Policy`.
         env_id: recorded in every line and used to recognise finished tasks when resuming.
         task_indices: which tasks of the env's split to run, in order.
-        out: the trajectory file (JSON Lines); existing episodes are kept and skipped.
+        out: the trajectory file (JSON Lines); existing episodes of this run are kept and skipped, and a
+            file of another run (other env, env arguments, policy, sampling, SAG or prefixes) is refused
+            before any episode runs (:class:`~agentdistill.rollouts.records.TrajectoryWriter`).
         sampling: sampling settings (greedy by default).
         sag: sample several candidates per step and let the env keep the majority.
         ftp_prefixes: first-thought prefixes by task id (tasks without one start normally).
@@ -159,6 +163,9 @@ def run_rollouts(
             and no SAG (the env, not the model, picks SAG's action).
         progress: show a progress bar with live metrics.
         log: called with the running metrics after every finished episode (e.g. ``wandb_run.log``).
+        env_args: the constructor arguments ``envs`` were built with, recorded in the run's identity so
+            that a resume with other arguments (another split, other data) is refused.
+        append: add to a file that holds another run's episodes instead of refusing it.
     """
     if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
         raise ValueError("run_rollouts needs a vector env with autoreset_mode=DISABLED; build it with make_rollout_envs")
@@ -168,7 +175,15 @@ def run_rollouts(
     sampling = sampling or SamplingParams()
     step_sampling = sag.sampling(sampling) if sag else sampling
     episodes = [(index, sample) for index in task_indices for sample in range(samples_per_task)]
-    with TrajectoryWriter(out) as writer:
+    identity = run_identity(
+        env_id=env_id,
+        env_args=env_args,
+        policy=policy.name,
+        sampling=asdict(step_sampling),
+        sag=asdict(sag) if sag else None,
+        ftp_prefixes=ftp_prefixes,
+    )
+    with TrajectoryWriter(out, identity=identity, append=append) as writer:
         todo = [(index, sample) for index, sample in episodes if not writer.is_done(env_id, index, sample)]
         loop = _Loop(envs, policy, writer, env_id, step_sampling, sag, ftp_prefixes or {}, record_token_ids, log)
         loop.observation_tokens = observation_tokens

@@ -5,26 +5,105 @@ writes this format and every trainer reads only it. A line is written in one ``w
 disk before the episode counts as done; a run killed mid-write leaves at most a partial last line,
 which :class:`TrajectoryWriter` cuts off when the file is reopened, so resuming neither loses nor
 duplicates an episode.
+
+A file holds one run. Each record carries the identity of the run that wrote it (``record["run"]``:
+env id and arguments, policy, sampling, SAG, FTP prefixes, protocol), and reopening a file for another
+run is refused with what differs, unless the caller asks to append. Nothing else is ever cut from a
+file: a line that is not a complete record of ours (a file given by mistake, a line edited by hand) is
+refused with the file and line, and the file is left as it was. One writer holds a file at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
+
+from agentdistill.errors import OutputConflictError, UserError
+from agentdistill.locking import lock_exclusively
+from agentdistill.runs import canonical, describe_differences, identity_differences
 
 RECORD_VERSION = 1
+PROTOCOL = "agentdistill"
+"""The protocol recorded in a run's identity (how prompts, observations and SAG behave)."""
+
+RECORD_PREFIX = b'{"version": '
+"""How every line :class:`TrajectoryWriter` writes begins: only a torn tail that begins so is ours to cut."""
+
+_RECORD_KEYS = ("env_id", "task_index", "messages")
+"""Keys every trajectory record has: a JSON object without them is not a record."""
+
+_LEGACY_IDENTITY_KEYS = ("env_id", "policy", "sampling", "sag")
+"""What records written before run identities existed still say about their run."""
+
+_EXCERPT_CHARS = 60
+
+
+def run_identity(
+    *,
+    env_id: str,
+    env_args: Mapping[str, Any] | None,
+    policy: str,
+    sampling: Mapping[str, Any],
+    sag: Mapping[str, Any] | None,
+    ftp_prefixes: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """What decides the episodes a run writes, as recorded in each record's ``run`` key.
+
+    ``env_args`` are the env's constructor arguments (``None``: not known to the caller); FTP prefixes
+    are recorded by digest, since thousands of them would double every record's size.
+    """
+    return canonical(
+        {
+            "env_id": env_id,
+            "env_args": dict(env_args) if env_args is not None else None,
+            "policy": policy,
+            "sampling": dict(sampling),
+            "sag": dict(sag) if sag is not None else None,
+            "ftp": prefixes_digest(ftp_prefixes) if ftp_prefixes else None,
+            "protocol": PROTOCOL,
+        }
+    )
+
+
+def prefixes_digest(prefixes: Mapping[str, str]) -> str:
+    """A SHA-256 of a prefix mapping, independent of its order."""
+    text = json.dumps(dict(prefixes), sort_keys=True, ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def read_trajectories(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every complete record of a trajectory file, in file order (a partial last line is skipped)."""
+    """Every complete record of a trajectory file, in file order (a partial last line is skipped).
+
+    A line that is not a JSON object raises :class:`~agentdistill.errors.UserError` naming the file and line.
+    """
     with Path(path).open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if not line.endswith(b"\n"):
                 return
-            if line.strip():
-                yield json.loads(line)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}: line {number} is not JSON: {_excerpt(line)}") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}: line {number} is not a trajectory record: {_excerpt(line)}")
+            yield record
+
+
+def latest_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a file, one per episode: an episode the policy failed and a resumed run played again
+    is there twice, and the later record supersedes the earlier."""
+    latest: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for record in read_trajectories(path):
+        key = episode_key(record)
+        latest.pop(key, None)
+        latest[key] = record
+    return list(latest.values())
 
 
 def episode_key(record: Mapping[str, Any]) -> tuple[str, int, int]:
@@ -33,53 +112,113 @@ def episode_key(record: Mapping[str, Any]) -> tuple[str, int, int]:
     return str(record.get("env_id")), int(record.get("task_index", -1)), int(record.get("sample", 0) or 0)
 
 
+def recorded_identity(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The run identity a record carries (for records older than identities: the parts they record)."""
+    if isinstance(record.get("run"), Mapping):
+        return dict(record["run"])
+    return {key: record.get(key) for key in _LEGACY_IDENTITY_KEYS}
+
+
 class TrajectoryWriter:
     """Appends records to ``path`` and knows which episodes it already holds (for resuming).
 
-    Opening an existing file keeps its complete lines and cuts a partial last line left by a crash.
+    Args:
+        path: the trajectory file; created (with its directory) when missing.
+        identity: this run's identity (:func:`run_identity`), written into every record; existing
+            records of another identity make the constructor raise, unless ``append``.
+        append: add this run's episodes to a file of other runs (their episodes are not skipped).
+
+    Opening an existing file keeps every complete record and cuts only a partial last line left by a
+    crash of a writer like this one. Anything else that is not a record raises
+    :class:`~agentdistill.errors.OutputConflictError` and leaves the file untouched; so does a file another
+    writer holds (:class:`~agentdistill.locking.OutputLockedError`). Policy-failed episodes (``failed``)
+    do not count as done: a resumed run plays them again.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, identity: Mapping[str, Any] | None = None, append: bool = False
+    ) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise OutputConflictError(self.path, "is a directory; give a file path for the trajectories")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.identity = canonical(dict(identity)) if identity is not None else None
+        self.append = append
         self._done: set[tuple[str, int, int]] = set()
-        self._repair_and_index()
-        self._handle = self.path.open("ab")
+        self._handle = self.path.open("ab")  # never truncates: the file is only read until it checks out
+        try:
+            lock_exclusively(self._handle.fileno(), self.path, "this trajectory file")
+            complete = self._check_and_index()
+            if complete != os.fstat(self._handle.fileno()).st_size:
+                os.ftruncate(self._handle.fileno(), complete)  # the torn tail of a writer killed mid-line
+        except BaseException:
+            self._handle.close()
+            raise
 
-    def _repair_and_index(self) -> None:
-        if not self.path.exists():
-            self.path.touch()
-            return
-        valid_end = 0
+    def _check_and_index(self) -> int:
+        """Check every line and note the finished episodes; returns the size of the complete records."""
+        complete = 0
         with self.path.open("rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
-                    break
-                try:
-                    record = json.loads(line) if line.strip() else None
-                except ValueError:
-                    break
-                valid_end += len(line)
-                if record is not None:
-                    self._done.add(episode_key(record))
-        if valid_end != self.path.stat().st_size:
-            with self.path.open("rb+") as handle:
-                handle.truncate(valid_end)
+                    if line.startswith(RECORD_PREFIX):
+                        break
+                    self._refuse(number, line, "is not a trajectory record")
+                if line.strip():
+                    self._index(number, line)
+                complete += len(line)
+        return complete
+
+    def _index(self, number: int, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            self._refuse(number, line, "is not JSON")
+        if not isinstance(record, dict) or any(key not in record for key in _RECORD_KEYS):
+            self._refuse(number, line, "is not a trajectory record")
+        differences = self._differences(record)
+        if differences and not self.append:
+            raise OutputConflictError(
+                self.path,
+                f"holds episodes of another run (line {number}: {describe_differences(differences)}); resume it "
+                "with the same settings, choose another output file, or append to it on purpose (--append)",
+            )
+        if not differences and not record.get("failed"):
+            self._done.add(episode_key(record))  # another run's episode, appended to, is not this run's
+
+    def _differences(self, record: Mapping[str, Any]) -> list[str]:
+        if self.identity is None:
+            return []
+        recorded = recorded_identity(record)
+        wanted = self.identity if "run" in record else {key: self.identity.get(key) for key in recorded}
+        return identity_differences(recorded, wanted)
+
+    def _refuse(self, number: int, line: bytes, problem: str) -> None:
+        raise OutputConflictError(
+            self.path,
+            f"line {number} {problem} ({_excerpt(line)}): this is not a trajectory file, or it was edited; "
+            "it was left unchanged: choose another output file",
+        )
 
     def is_done(self, env_id: str, task_index: int, sample: int = 0) -> bool:
-        """Whether the file already holds sample ``sample`` of this task."""
+        """Whether the file already holds sample ``sample`` of this task (a policy-failed one does not count)."""
         return (env_id, task_index, sample) in self._done
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one episode and make it durable before returning."""
+        """Append one episode (with this run's identity) and make it durable before returning."""
+        full = {"version": RECORD_VERSION, **record}
+        if self.identity is not None:
+            full.setdefault("run", self.identity)
         # ASCII escapes keep the file valid UTF-8 even when a model wrote a lone surrogate
-        line = (json.dumps({"version": RECORD_VERSION, **record}, ensure_ascii=True) + "\n").encode("ascii")
+        line = (json.dumps(full, ensure_ascii=True) + "\n").encode("ascii")
         self._handle.write(line)
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._done.add(episode_key(record))
+        if not record.get("failed"):
+            self._done.add(episode_key(record))
 
     def close(self) -> None:
+        """Close the file and release its lock (idempotent)."""
         self._handle.close()
 
     def __enter__(self) -> TrajectoryWriter:
@@ -87,3 +226,8 @@ class TrajectoryWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _excerpt(line: bytes) -> str:
+    text = line.decode("utf-8", errors="replace").strip()
+    return repr(text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "...")

@@ -10,28 +10,40 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
+from agentdistill.errors import UserError
 from agentdistill.rollouts.records import read_trajectories
+
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x20), 0x7F) if chr(code) not in "\n\t"}
+_CONTROL.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
+_CONTROL.update({0x0D: "\\r", 0x1B: "\\x1b"})
+"""Control characters (C0, DEL, C1) as visible escapes; newlines and tabs stay layout."""
+
+
+def visible(text: object) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\r``): data from a model or a
+    web page must not move the cursor, recolour or clear the reader's terminal."""
+    return str(text).translate(_CONTROL)
 
 
 def render_episode(record: dict[str, Any]) -> Panel:
     """One episode: the task, then per step the thought, the code and the observation, then the score."""
     messages = record.get("messages", [])
     task = next((m["content"] for m in messages if m.get("role") == "user"), "")
-    parts: list[Any] = [Text(task, style="bold")]
+    parts: list[Any] = [Text(visible(task), style="bold")]
     if record.get("ftp_prefix"):
-        parts.append(Text(f"first-thought prefix: {record['ftp_prefix']}", style="magenta"))
+        parts.append(Text(visible(f"first-thought prefix: {record['ftp_prefix']}"), style="magenta"))
     for number, step in enumerate(record.get("steps", []), 1):
         parts.append(_render_step(number, step))
     if record.get("failed"):
-        parts.append(Text(f"episode failed: {record['failed']}", style="bold red"))
+        parts.append(Text(visible(f"episode failed: {record['failed']}"), style="bold red"))
     score = float(record.get("score") or 0.0)
     verdict = Text(
-        f"answer {record.get('answer')!r}  gold {record.get('gold')!r}  score {score:g}",
+        visible(f"answer {record.get('answer')!r}  gold {record.get('gold')!r}  score {score:g}"),
         style="bold green" if score >= 1.0 else "bold red",
     )
     parts.append(verdict)
     title = f"{record.get('env_id')} · task {record.get('task_index')} ({record.get('task_id')}) · {record.get('policy')}"
-    return Panel(Group(*parts), title=title, title_align="left")
+    return Panel(Group(*parts), title=visible(title), title_align="left")
 
 
 def _render_step(number: int, step: dict[str, Any]) -> Group:
@@ -42,23 +54,29 @@ def _render_step(number: int, step: dict[str, Any]) -> Group:
         header += f"  (SAG: {sag.get('valid')}/{sag.get('candidates')} valid, {sag.get('votes')} votes)"
     lines.append(Text(header, style="bold cyan"))
     if step.get("policy_error"):
-        lines.append(Text(f"policy error: {step['policy_error']}", style="red"))
+        lines.append(Text(visible(f"policy error: {step['policy_error']}"), style="red"))
         return Group(*lines)
     if step.get("thought"):
-        lines.append(Text(f"Thought: {step['thought']}", style="italic"))
+        lines.append(Text(visible(f"Thought: {step['thought']}"), style="italic"))
     if step.get("code"):
-        lines.append(Syntax(step["code"], "python", theme="ansi_dark", line_numbers=False))
+        lines.append(Syntax(visible(step["code"]), "python", theme="ansi_dark", line_numbers=False))
     failed = step.get("parse_error") or step.get("execution_error")
-    lines.append(Text(str(step.get("observation", "")), style="red" if failed else "dim"))
+    lines.append(Text(visible(step.get("observation", "")), style="red" if failed else "dim"))
     return Group(*lines)
 
 
 def show_file(path: str | os.PathLike[str], *, index: int | None = None, limit: int | None = None, console: Console | None = None) -> int:
-    """Print the episodes of a trajectory file (the ``index``-th only, or the first ``limit``);
-    returns how many were shown."""
+    """Print the episodes of a trajectory file (the ``index``-th only, or the first ``limit``, all when
+    ``None``); returns how many were shown."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"limit must be a positive number of episodes (or None for all), got {limit!r}")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+        raise UserError(f"index must be a non-negative episode position, got {index!r}")
     console = console or Console()
     shown = 0
+    held = 0
     for position, record in enumerate(read_trajectories(path)):
+        held = position + 1
         if index is not None and position != index:
             continue
         console.print(render_episode(record))
@@ -66,5 +84,5 @@ def show_file(path: str | os.PathLike[str], *, index: int | None = None, limit: 
         if index is not None or (limit is not None and shown >= limit):
             break
     if index is not None and shown == 0:
-        raise IndexError(f"{path} has no episode at index {index}")
+        raise UserError(f"{path} has no episode at index {index}: it holds {held} (indices start at 0)")
     return shown

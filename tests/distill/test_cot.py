@@ -9,6 +9,8 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
+from agentdistill.errors import OutputConflictError
+
 import agentdistill  # noqa: F401 - registers the env ids
 from agentdistill.distill.cot import collect_cot, cot_dataset, evaluate_cot, evaluate_cot_suite
 from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
@@ -117,9 +119,13 @@ def test_evaluate_cot_scores_the_baseline_and_resumes(tmp_path: Path) -> None:
     assert row.accuracy == 1.0 and row.episodes == 4 and row.metric == "math"
     assert row.invalid_action_rate is None and row.mean_steps is None and row.completion_tokens > 0
     assert len(list(read_trajectories(tmp_path / "cot" / "AgentMath-Synthetic-v0.jsonl"))) == 4
+    again = evaluate_cot("expert", "AgentMath-Synthetic-v0", {"split": "test"}, limit=4, out_dir=tmp_path)
+    assert again == row
+    # another policy's answers would be reported as the expert's: refused, and nothing is asked
     policy = Fixed("\\boxed{0}")
-    again = evaluate_cot(policy, "AgentMath-Synthetic-v0", {"split": "test"}, limit=4, out_dir=tmp_path)
-    assert policy.calls == 0 and again == row
+    with pytest.raises(OutputConflictError, match="policy: 'expert' before, 'fixed' now"):
+        evaluate_cot(policy, "AgentMath-Synthetic-v0", {"split": "test"}, limit=4, out_dir=tmp_path)
+    assert policy.calls == 0
     rag = evaluate_cot("expert", "AgentQA-Synthetic-v0", {}, limit=3, rag=True, out_dir=tmp_path)
     assert rag.accuracy == 1.0 and (tmp_path / "cot-rag" / "AgentQA-Synthetic-v0.jsonl").is_file()
 

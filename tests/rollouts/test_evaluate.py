@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from agentdistill.errors import OutputConflictError
+
 from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
 from agentdistill.policies.expert import ExpertPolicy
 from agentdistill.rollouts.evaluate import (
@@ -149,8 +151,11 @@ def test_sag_is_recorded_in_the_table(tmp_path: Path) -> None:
     assert table.sag_n == 3 and table.rows[0].accuracy == 1.0
     assert "SAG: on, N=3" in table.to_markdown()
     assert json.loads((tmp_path / "results.json").read_text())["sag"] is True
-    with pytest.warns(UserWarning, match="mixes"):  # the same out_dir without SAG would mix the two settings
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    # the same out_dir without SAG would mix the two settings in one table: refused, nothing touched
+    with pytest.raises(OutputConflictError, match=r"holds another `agentdistill eval` run \(sag: \{'n': 3"):
         evaluate("expert", ["AgentQA-Synthetic-v0"], limit=2, num_envs=2, out_dir=tmp_path, progress=False)
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
 def _row(env_id: str, metric: str, accuracy: float) -> TaskResult:
@@ -184,3 +189,20 @@ def test_wandb_gets_the_table_and_chart_offline_under_out_dir(tmp_path: Path, mo
     assert runs, "no offline W&B run under out_dir/wandb"
     media = [path.name for path in runs[0].rglob("*") if path.is_file()]
     assert any(name.endswith(".table.json") for name in media) and any(name.endswith(".png") for name in media)
+
+
+def test_synthetic_envs_are_scored_on_their_held_out_split_unless_asked_otherwise() -> None:
+    from agentdistill.rollouts.evaluate import benchmark_env_kwargs
+
+    kwargs = benchmark_env_kwargs([*SYNTHETIC, "AgentMath-MATH500-v0"], prompt_variant="short")
+    assert kwargs["AgentMath-Synthetic-v0"] == {"split": "test", "prompt_variant": "short"}
+    assert kwargs["AgentQA-Synthetic-v0"]["split"] == "test" and "split" not in kwargs["AgentMath-MATH500-v0"]
+    given = benchmark_env_kwargs(SYNTHETIC, env_args={"split": "train", "max_steps": 3})
+    assert given["AgentMath-Synthetic-v0"] == {"split": "train", "max_steps": 3}
+
+
+def test_a_directory_of_the_users_files_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "paper.tex").write_text("\\section{Results}")
+    with pytest.raises(OutputConflictError, match=r"already holds files that no agentdistill run wrote here \(paper.tex\)"):
+        evaluate("expert", ["AgentMath-Synthetic-v0"], limit=2, out_dir=tmp_path, progress=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["paper.tex"]

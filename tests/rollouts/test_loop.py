@@ -88,7 +88,7 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_episodes(tmp_path: P
     first = list(read_trajectories(out))
     assert 0 < len(first) < 20
     with out.open("a") as handle:
-        handle.write('{"env_id": "AgentMath-Synthetic-v0", "task_index": 19, "mess')  # killed mid-write
+        handle.write('{"version": 1, "env_id": "AgentMath-Synthetic-v0", "task_index": 19, "mess')  # killed mid-write
     summary = _rollout("AgentMath-Synthetic-v0", out, episodes=20)
     records = list(read_trajectories(out))
     assert summary.skipped == len(first)
