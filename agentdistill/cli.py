@@ -153,7 +153,11 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     _add_env_policy_tasks(rollout)
     rollout.add_argument("--num-envs", type=positive_int, default=8, help="envs stepped together (default: 8)")
     rollout.add_argument("--mode", choices=("sync", "async"), default="sync", help="vector env kind (default: sync)")
-    rollout.add_argument("--out", required=True, help="trajectory file (JSON Lines), resumed if it exists")
+    rollout.add_argument("--out", required=True,
+                         help="trajectory file (JSON Lines); a rerun with the same settings resumes it, a file of "
+                         "another run is refused")
+    rollout.add_argument("--append", action="store_true",
+                         help="add this run's episodes to a file that holds another run's (other settings or env)")
     rollout.add_argument("--temperature", type=temperature, default=0.0, help="sampling temperature (default: 0, greedy)")
     rollout.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass (default: 1)")
     rollout.add_argument("--max-new-tokens", type=positive_int, default=1024)
@@ -187,6 +191,9 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--suite", choices=("paper", "factual", "math"), default="paper", help="which benchmarks (default: paper, all 8)")
     evaluate.add_argument("--tasks", nargs="+", default=None, metavar="ENV_ID", help="explicit env ids instead of a suite")
     evaluate.add_argument("--data-root", default=None, help="read local data files from here (e.g. ../shared/data) instead of the hub")
+    evaluate.add_argument("--env-arg", type=env_argument, action="append", default=[], metavar="KEY=VALUE",
+                          help="constructor argument for every benchmark's env, e.g. max_steps=5 or split=train "
+                          "(repeatable; the synthetic envs are scored on their held-out split=test unless given)")
     evaluate.add_argument("--limit", type=positive_int, default=None, help="first K tasks of each benchmark")
     evaluate.add_argument("--sag", type=sag_candidates, default=0, metavar="N",
                           help="self-consistent action generation with N >= 2 candidates (default: 0, off)")
@@ -423,6 +430,7 @@ def _run_rollout(args: argparse.Namespace) -> None:
             wandb_project=args.wandb_project,
             wandb_config={k: v for k, v in vars(args).items() if k != "env_arg"},
             progress=not args.no_progress,
+            append=args.append,
         )
     finally:
         policy.close()
@@ -461,14 +469,16 @@ def _run_eval(args: argparse.Namespace) -> None:
     suites = {"paper": PAPER_SUITE, "factual": PAPER_FACTUAL, "math": PAPER_MATH}
     env_ids = tuple(args.tasks) if args.tasks else tuple(suites[args.suite])
     for env_id in env_ids:
-        _check_env(env_id)
+        _check_env(env_id, args.env_arg)
     _check_policy(args.policy)
     _check_output(args.out, "directory")
     import agentdistill  # noqa: F401 - registers the env ids
     from agentdistill.policies.base import SamplingParams
     from agentdistill.rollouts.evaluate import benchmark_env_kwargs, evaluate
 
-    kwargs_by_env = benchmark_env_kwargs(env_ids, data_root=args.data_root, prompt_variant=args.prompt_variant)
+    kwargs_by_env = benchmark_env_kwargs(
+        env_ids, data_root=args.data_root, prompt_variant=args.prompt_variant, env_args=dict(args.env_arg)
+    )
     if args.cot != "none":
         from agentdistill.distill.cot import evaluate_cot_suite
 
