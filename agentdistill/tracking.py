@@ -53,3 +53,11 @@ def default_project(project: str | None) -> str | None:
     if project:
         return project
     return None if os.environ.get("WANDB_MODE", "").lower() == "disabled" else DEFAULT_PROJECT
+
+
+def describe_tracking(project: str | None, out_dir: str | os.PathLike[str]) -> str:
+    """One line for a run's plan: where a training run with ``project`` (``None``: the default) is tracked."""
+    chosen = default_project(project)
+    if chosen is None:
+        return "W&B: off (WANDB_MODE=disabled, or --no-wandb)"
+    return f"W&B project {chosen} ({wandb_mode()}; files under {Path(out_dir) / 'wandb'})"

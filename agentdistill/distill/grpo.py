@@ -51,7 +51,8 @@ from typing import Any
 
 import torch
 
-from agentdistill.rollouts.records import read_trajectories
+from agentdistill.errors import UserError
+from agentdistill.rollouts.records import latest_records, read_trajectories
 from agentdistill.settings import settings_from_mapping, settings_from_yaml, settings_to_dict
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,9 @@ class GRPOResult:
     runtime_seconds: float
     reward_gain: RewardGain | None = None
     """After minus before, paired by held-out task (``None`` without both evaluations)."""
+    start: str = "model"
+    """How training started from ``start_model``: ``"model"``, ``"adapter continued"`` (LoRA settings: the
+    distilled student's own adapter is trained further) or ``"adapter merged"`` (full fine-tuning of base + adapter)."""
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n", encoding="utf-8")
@@ -512,7 +516,7 @@ def _eval_records(path: str | os.PathLike[str], settings: GRPOSettings) -> list[
     """The evaluation episodes of ``path`` that ``settings`` asks for (a reused file may hold more)."""
     return [
         record
-        for record in read_trajectories(path)
+        for record in latest_records(path)
         if record["task_index"] < settings.eval_tasks and int(record.get("sample", 0)) < settings.eval_samples
     ]
 
@@ -531,31 +535,83 @@ def figures_of(records: Sequence[Mapping[str, Any]], invalid_action_penalty: flo
     )
 
 
-def load_start_model(spec: str, settings: GRPOSettings) -> tuple[Any, Any, str]:
-    """The model and tokenizer RL starts from, for ``hf:DIR`` (a full model directory or hub id).
+@dataclass
+class StartModel:
+    """What RL starts from: the model to train, its tokenizer, where it came from and how it was set up."""
 
-    A LoRA adapter directory is refused with a pointer to its merged model: RL puts its own adapter (or full
-    fine-tuning) on a plain model.
+    model: Any
+    tokenizer: Any
+    source: str
+    start: str
+    """``"model"``, ``"adapter continued"`` or ``"adapter merged"`` (see :attr:`GRPOResult.start`)."""
+
+
+def load_start_model(spec: str, settings: GRPOSettings) -> StartModel:
+    """The model RL starts from, for ``hf:DIR``, ``hf:HUB_ID`` or ``hf:BASE@ADAPTER``.
+
+    A distilled student is taken as ``agentdistill distill`` wrote it. A LoRA adapter (a directory with
+    ``adapter_config.json``, or ``@ADAPTER``) is loaded on its base model; with LoRA settings that adapter is
+    trained further (RL keeps what SFT learnt in it, and ``lora_r``/``lora_alpha`` are the adapter's own),
+    with full fine-tuning it is merged into the base, which is then trained whole.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agentdistill.policies import parse_policy_spec
+    from agentdistill.policies.model_source import explaining_model_load
 
     parsed = parse_policy_spec(spec)
-    if parsed.kind != "hf" or parsed.adapter is not None:
-        raise ValueError(f"RL trains a transformers model: expected --policy hf:DIR (or hf:HUB_ID), got {spec!r}")
-    target = parsed.model
-    path = Path(target)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        raise ValueError(
-            f"{target} holds a LoRA adapter, not a model; start RL from its merged model "
-            f"(`agentdistill distill ... --merge` writes {path / 'merged'})"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(target)
+    if parsed.kind != "hf":
+        raise UserError(f"RL trains a transformers model: expected --policy hf:DIR (or hf:HUB_ID), got {spec!r}")
     cuda = torch.cuda.is_available() and not _forced_cpu()
     dtype = torch.bfloat16 if cuda and _use_bf16(settings) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
-    return model, tokenizer, target
+    adapter = parsed.adapter or (parsed.model if (Path(parsed.model) / "adapter_config.json").is_file() else None)
+    base = parsed.model if parsed.adapter else (_adapter_base(adapter) if adapter else parsed.model)
+    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
+    with explaining_model_load(tokenizer_source, what="tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    with explaining_model_load(base):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    if adapter is None:
+        return StartModel(model, tokenizer, parsed.model, "model")
+    from peft import PeftModel
+
+    with explaining_model_load(adapter, what="adapter"):
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=settings.lora)
+    source = f"{base} + adapter {adapter}"
+    if settings.lora:
+        logger.info("continuing the LoRA adapter of %s (its own rank and alpha; lora_r/lora_alpha unused)", source)
+        return StartModel(model, tokenizer, source, "adapter continued")
+    logger.info("merging the LoRA adapter of %s into its base for full fine-tuning", source)
+    merged = model.merge_and_unload()
+    merged.requires_grad_(True)  # PEFT froze the base weights when it wrapped them; full fine-tuning trains them all
+    return StartModel(merged, tokenizer, source, "adapter merged")
+
+
+def _adapter_base(adapter_dir: str) -> str:
+    """The base model an adapter directory was trained on (its ``adapter_config.json`` names it)."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable PEFT adapter config ({error})") from None
+    if not base:
+        raise UserError(f"{path} names no base model (base_model_name_or_path); give it as hf:BASE@{adapter_dir}")
+    return str(base)
+
+
+RESUMABLE_SETTINGS = frozenset({"max_steps", "logging_steps", "wandb_project", "wandb_run_name"})
+"""Settings a rerun may change and still resume a run's directory: a larger step budget trains further, and
+logging choices do not change what is trained."""
+
+
+def claim_rl_directory(out_dir: str | os.PathLike[str], env_id: str, policy_spec: str, settings: GRPOSettings) -> Any:
+    """Make ``out_dir`` this GRPO run's directory or resume it; another run's directory (other env, start
+    policy or settings), or one holding other files, is refused before anything is written
+    (:func:`agentdistill.runs.claim_run_directory`). Called once, by the process that launches training."""
+    from agentdistill.runs import claim_run_directory
+
+    identity = {"env_id": env_id, "policy": policy_spec, **settings.to_dict()}
+    return claim_run_directory(out_dir, command="rl", identity=identity, may_change=RESUMABLE_SETTINGS)
 
 
 def train_grpo(
@@ -565,22 +621,37 @@ def train_grpo(
     settings: GRPOSettings | None = None,
     *,
     progress: bool = True,
+    claim_directory: bool = True,
 ) -> GRPOResult:
     """Train ``policy_spec`` (``hf:DIR``) with GRPO in ``env_id`` and save it to ``out_dir`` (module docstring).
 
-    Resumes from the last ``out_dir/checkpoint-N``. Under ``accelerate launch`` every process calls this; only
-    the main one evaluates, writes the model, the result and the W&B run.
+    Resumes from the last ``out_dir/checkpoint-N`` of the same run; another run's directory is refused
+    (:func:`claim_rl_directory`). Under ``accelerate launch`` every process calls this with
+    ``claim_directory=False`` (the launcher holds the claim); only the main one evaluates, writes the model,
+    the result and the W&B run.
     """
+    settings = settings or GRPOSettings()
+    claim = claim_rl_directory(out_dir, env_id, policy_spec, settings) if claim_directory else None
+    try:
+        return _train_grpo(env_id, policy_spec, out_dir, settings, progress=progress)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _train_grpo(
+    env_id: str, policy_spec: str, out_dir: str | os.PathLike[str], settings: GRPOSettings, *, progress: bool
+) -> GRPOResult:
     from peft import LoraConfig
     from trl import GRPOTrainer
 
     from agentdistill.distill.sft import RankRecorder, last_complete_checkpoint
 
-    settings = settings or GRPOSettings()
     started = time.perf_counter()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, start_model = load_start_model(policy_spec, settings)
+    start = load_start_model(policy_spec, settings)
+    model, tokenizer = start.model, start.tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = _grpo_config(settings, out)
@@ -606,8 +677,8 @@ def train_grpo(
             r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
             target_modules=_target_modules(settings.lora_target_modules), task_type="CAUSAL_LM",
         )
-        if settings.lora
-        else None
+        if settings.lora and start.start == "model"
+        else None  # a continued adapter is trained as it is; TRL keeps a frozen copy of it as the reference
     )
     with _quiet_experimental_warning():
         trainer = GRPOTrainer(
@@ -642,7 +713,8 @@ def train_grpo(
         history = trainer.state.log_history
         result = GRPOResult(
             out_dir=str(out),
-            start_model=start_model,
+            start_model=start.source,
+            start=start.start,
             env_id=env_id,
             global_step=int(trainer.state.global_step),
             before=before,
@@ -794,7 +866,34 @@ def launch_grpo(
     Each process plays its own slice of the prompts in its own envs; TRL gathers the rewards so that groups are
     normalised across processes. Same launcher rules as :func:`agentdistill.distill.launch.launch_sft` (on CPU,
     the torchrun launcher with ``cpu_2proc.yaml``), and the same check that every rank trained in one group.
+    The output directory is claimed here, once for all ranks (:func:`claim_rl_directory`).
     """
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    out = Path(out_dir).resolve()
+    settings = settings or GRPOSettings()
+    with claim_rl_directory(out, env_id, policy_spec, settings):
+        return _launch(
+            env_id, policy_spec, out, settings, num_processes=num_processes, accelerate_config=accelerate_config,
+            cpu=cpu, main_process_port=main_process_port, env=env, log_path=log_path, timeout=timeout,
+        )
+
+
+def _launch(
+    env_id: str,
+    policy_spec: str,
+    out: Path,
+    settings: GRPOSettings,
+    *,
+    num_processes: int,
+    accelerate_config: str | os.PathLike[str] | None,
+    cpu: bool,
+    main_process_port: int | None,
+    env: Mapping[str, str] | None,
+    log_path: str | os.PathLike[str] | None,
+    timeout: float | None,
+) -> GRPOResult:
     import tempfile
 
     from agentdistill.distill.launch import (
@@ -805,17 +904,12 @@ def launch_grpo(
         run_launch,
     )
 
-    if num_processes < 1:
-        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
-    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     for stale in (out / RANKS_DIRNAME).glob("rank-*.json"):
         stale.unlink()
     (out / RESULT_FILENAME).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="agentdistill-grpo-launch-") as scratch:
         config_path = Path(scratch) / SETTINGS_FILENAME
-        (settings or GRPOSettings()).to_yaml(config_path)
+        settings.to_yaml(config_path)
         command = accelerate_launch_command(
             GRPO_MODULE,
             ["--env", env_id, "--policy", policy_spec, "--out", str(out), "--config", str(config_path), "--no-progress"],
@@ -855,7 +949,11 @@ def settings_for(config: str | os.PathLike[str] | None, steps: int | None) -> GR
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = train_grpo(args.env, args.policy, args.out, settings_for(args.config, args.steps), progress=not args.no_progress)
+    # launched by launch_grpo, which holds the output directory's claim for all ranks
+    result = train_grpo(
+        args.env, args.policy, args.out, settings_for(args.config, args.steps), progress=not args.no_progress,
+        claim_directory=False,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(dataclasses.asdict(result), indent=1))
     return 0

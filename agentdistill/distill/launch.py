@@ -14,6 +14,7 @@ Every rank writes ``out_dir/ranks/rank-K.json`` with the world size it saw from 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,8 +31,11 @@ from agentdistill.distill.sft import (
     SFTResult,
     SFTSettings,
     as_conversations,
+    load_conversations,
     train_sft,
 )
+
+from agentdistill.runs import RunDirectory, claim_run_directory
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -146,11 +150,38 @@ def launch_sft(
 
     Raises:
         RuntimeError: the launch failed, or fewer than ``num_processes`` ranks trained in one group.
+        OutputConflictError: ``out_dir`` holds another run (:func:`claim_sft_directory`).
     """
-    import torch
-
     if settings is not None and config is not None:
         raise ValueError("pass settings or config, not both")
+    resolved = settings if settings is not None else (SFTSettings.from_yaml(config) if config is not None else SFTSettings())
+    rows = load_conversations(dataset) if isinstance(dataset, (str, os.PathLike)) else as_conversations(dataset)
+    with claim_sft_directory(out_dir, conversations_digest(rows), student, resolved, merge=merge):
+        return _launch_sft(
+            dataset, student, out_dir, settings=resolved, num_processes=num_processes,
+            accelerate_config=accelerate_config, cpu=cpu, merge=merge, main_process_port=main_process_port, env=env,
+            log_path=log_path, timeout=timeout,
+        )
+
+
+def _launch_sft(
+    dataset: Dataset | Iterable[Mapping[str, Any]] | str | os.PathLike[str],
+    student: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: SFTSettings,
+    num_processes: int,
+    accelerate_config: str | os.PathLike[str] | None,
+    cpu: bool | None,
+    merge: bool,
+    main_process_port: int | None,
+    env: Mapping[str, str] | None,
+    log_path: str | os.PathLike[str] | None,
+    timeout: float | None,
+) -> SFTResult:
+    """:func:`launch_sft` once the output directory is claimed."""
+    import torch
+
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
@@ -167,9 +198,8 @@ def launch_sft(
         else:
             dataset_path = Path(scratch) / "dataset"
             as_conversations(dataset).save_to_disk(str(dataset_path))
-        if settings is not None:
-            config = Path(scratch) / "sft_settings.yaml"
-            settings.to_yaml(config)
+        config = Path(scratch) / "sft_settings.yaml"
+        settings.to_yaml(config)
         command = build_launch_command(
             dataset_path,
             student,
@@ -201,21 +231,52 @@ def run_sft(
     """Train ``student`` on ``dataset`` in this process, or in ``num_processes`` through :func:`launch_sft`.
 
     What ``agentdistill distill`` and the ``sft`` / ``cot`` experiments run once they have their rows. The
-    rows are first written to ``out_dir/sft_data.jsonl``: the record of what was trained on, and the file
-    the launched workers read.
+    output directory is claimed first (:func:`claim_sft_directory`): a rerun of the same run resumes from its
+    last checkpoint, anything else is refused before a file is written. Then the rows go to
+    ``out_dir/sft_data.jsonl``: the record of what was trained on, and the file the launched workers read.
     """
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: nothing to train on")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data_path = out / SFT_DATA_FILENAME
-    dataset.to_json(str(data_path))
-    if num_processes > 1:
-        return launch_sft(
-            data_path, student, out, settings=settings, num_processes=num_processes,
-            accelerate_config=accelerate_config, merge=merge,
-        )
-    return train_sft(dataset, student, out, settings, merge=merge)
+    settings = settings or SFTSettings()
+    conversations = as_conversations(dataset)
+    with claim_sft_directory(out_dir, conversations_digest(conversations), student, settings, merge=merge):
+        out = Path(out_dir)
+        data_path = out / SFT_DATA_FILENAME
+        conversations.to_json(str(data_path))
+        if num_processes > 1:
+            return _launch_sft(
+                data_path, student, out, settings=settings, num_processes=num_processes,
+                accelerate_config=accelerate_config, cpu=None, merge=merge, main_process_port=None, env=None,
+                log_path=None, timeout=None,
+            )
+        return train_sft(conversations, student, out, settings, merge=merge)
+
+
+RESUMABLE_SETTINGS = frozenset({"max_steps", "epochs", "logging_steps", "wandb_project", "wandb_run_name", "wandb_samples"})
+"""SFT settings a rerun may change and still resume its directory: a longer schedule trains further from the
+last checkpoint, and logging choices do not change what is trained."""
+
+
+def conversations_digest(conversations: Dataset) -> str:
+    """A SHA-256 of the training rows as they will be trained (order included), independent of file paths."""
+    digest = hashlib.sha256()
+    for messages in conversations["messages"]:
+        digest.update(json.dumps(messages, sort_keys=True, ensure_ascii=True).encode("ascii"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def claim_sft_directory(
+    out_dir: str | os.PathLike[str], data_digest: str | None, student: str, settings: SFTSettings, *, merge: bool
+) -> RunDirectory:
+    """Make ``out_dir`` this SFT run's directory, or resume it (:func:`agentdistill.runs.claim_run_directory`).
+
+    The identity is the training data's digest, the student and the settings: another dataset, student or
+    setting would otherwise resume a checkpoint it did not make (and, for a model from the hub, train zero
+    steps and overwrite the other run's results). Called once, by the process that launches training.
+    """
+    identity = {"data_sha256": data_digest, "student": student, "merge": merge, **settings.to_dict()}
+    return claim_run_directory(out_dir, command="distill", identity=identity, may_change=RESUMABLE_SETTINGS)
 
 
 def run_launch(command: Sequence[str], environment: Mapping[str, str], *, log_path: Any, timeout: float | None) -> None:

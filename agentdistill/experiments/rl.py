@@ -19,6 +19,7 @@ from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_positive
+from agentdistill.tracking import describe_tracking
 
 
 def grpo_settings(value: Any, where: Location) -> GRPOSettings:
@@ -94,21 +95,22 @@ def plan(config: RLExperiment, where: Location) -> Plan:
         details.append(f"{config.num_processes} processes through accelerate")
     if list(Path(config.out).glob("checkpoint-*")):
         details.append(f"resumes from the last checkpoint in {config.out}")
-    if settings.wandb_project:
-        details.append(f"W&B project {settings.wandb_project} (offline without credentials)")
+    details.append(describe_tracking(settings.wandb_project, config.out))
     return result
 
 
 def run(config: RLExperiment, where: Location, write: Callable[[str], None]) -> None:
     from agentdistill.distill.grpo import launch_grpo, train_grpo
+    from agentdistill.tracking import default_project
 
+    settings = config.settings.replace(wandb_project=default_project(config.settings.wandb_project))
     if config.num_processes > 1:
         result = launch_grpo(
-            config.env, config.policy, config.out, settings=config.settings, num_processes=config.num_processes,
+            config.env, config.policy, config.out, settings=settings, num_processes=config.num_processes,
             accelerate_config=config.accelerate_config,
         )
     else:
-        result = train_grpo(config.env, config.policy, config.out, config.settings)
+        result = train_grpo(config.env, config.policy, config.out, settings)
     write(f"student written to {config.out}; load it with --policy hf:{config.out}\n{result}\n")
 
 

@@ -23,6 +23,7 @@ from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_positive
+from agentdistill.tracking import describe_tracking
 
 
 def sft_settings(value: Any, where: Location) -> SFTSettings:
@@ -124,6 +125,7 @@ def plan_training(section: TrainSection, out: str, data: list[str], plan: Plan, 
         plan.need("a CUDA GPU for training (bf16); a CPU works for the scratch students only in reasonable time")
     if list(Path(out).glob("checkpoint-*")):
         details.append(f"resumes from the last checkpoint in {out}")
+    details.append(describe_tracking(settings.wandb_project, out))
     if section.merge or settings.merge_lora:
         details.append(f"merged model also written to {Path(out) / 'merged'}")
 
@@ -131,9 +133,11 @@ def plan_training(section: TrainSection, out: str, data: list[str], plan: Plan, 
 def train(section: TrainSection, dataset: Any, out: str, write: Callable[[str], None]) -> None:
     """Run the training step on ``dataset`` (rows with ``messages``)."""
     from agentdistill.distill.launch import run_sft
+    from agentdistill.tracking import default_project
 
+    settings = section.settings.replace(wandb_project=default_project(section.settings.wandb_project))
     result = run_sft(
-        dataset, section.student, out, settings=section.settings, num_processes=section.num_processes,
+        dataset, section.student, out, settings=settings, num_processes=section.num_processes,
         accelerate_config=section.accelerate_config, merge=section.merge,
     )
     write(f"student written to {out}; load it with --policy hf:{out}\n{result}\n")

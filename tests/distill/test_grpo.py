@@ -259,6 +259,13 @@ def test_rl_cli_trains_logs_offline_loads_and_resumes(memorised_student: Path, t
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = GRPOResult.from_json(out / "rl_result.json")
     assert resumed.global_step == 2 and resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-1")
+    # other settings would resume checkpoints they did not make: refused, the run's files untouched
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+    config.write_text(yaml.safe_dump(settings.replace(learning_rate=5e-4).to_dict()))
+    other = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert other.stderr.startswith(f"agentdistill rl: {out}: holds another `agentdistill rl` run (learning_rate: 0.001 before, 0.0005 now)")
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_lora_run_saves_an_adapter_and_checkpoints_that_load_as_students(memorised_student: Path, tmp_path: Path) -> None:
@@ -273,8 +280,47 @@ def test_lora_run_saves_an_adapter_and_checkpoints_that_load_as_students(memoris
         with HFPolicy(str(directory)) as policy:
             assert getattr(policy.model, "peft_config", None), "the adapter is loaded over the recorded base"
             assert policy.generate(request, SamplingParams(max_new_tokens=2))[0][0].completion_tokens >= 1
-    with pytest.raises(ValueError, match="holds a LoRA adapter"):
-        train_grpo(ENV_ID, f"hf:{out}", tmp_path / "again", tiny_settings(max_steps=1), progress=False)
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["continue-adapter", "merge-adapter"])
+def test_rl_starts_from_a_lora_student_as_distill_wrote_it(tmp_path: Path, lora: bool) -> None:
+    """A LoRA student from a real (short) SFT run of a scratch student: its adapter is trained further with LoRA
+    settings, merged into its base for full fine-tuning; the held-out check before training scores the student
+    as distilled."""
+    from agentdistill.distill.launch import run_sft
+    from agentdistill.distill.sft import SFTSettings
+    from agentdistill.distill.sft_data import trajectories_to_dataset
+
+    teacher = tmp_path / "teacher.jsonl"
+    envs = make_rollout_envs(ENV_ID, 2, max_steps=3, prompt_variant="short")
+    try:
+        run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=range(4), out=str(teacher), progress=False)
+    finally:
+        envs.close()
+    dataset, _ = trajectories_to_dataset([teacher])
+    student = tmp_path / "student"
+    sft = SFTSettings.from_yaml(REPO / "configs" / "distill" / "sft_cpu_tiny.yaml").replace(
+        lora=True, lora_r=4, lora_alpha=8, max_steps=2, scratch_vocab_size=600
+    )
+    run_sft(dataset, "scratch:tiny", student, settings=sft)
+    assert (student / "adapter_config.json").is_file() and not (student / "model.safetensors").exists()
+
+    out = tmp_path / "rl"
+    result = train_grpo(
+        ENV_ID, f"hf:{student}", out, tiny_settings(max_steps=1, lora=lora, eval_tasks=2, train_tasks=2), progress=False
+    )
+    assert result.global_step == 1 and result.before is not None and result.before.episodes == 2
+    assert result.start == ("adapter continued" if lora else "adapter merged")
+    assert result.start_model == f"{student / 'base'} + adapter {student}"
+    assert json.loads((out / "rl_result.json").read_text())["start"] == result.start
+    if lora:  # the same adapter, trained further: same rank, other weights
+        assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+        assert not (out / "model.safetensors").exists()
+    else:
+        assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    with HFPolicy(str(out)) as policy:
+        request = [PolicyRequest(messages=({"role": "user", "content": "Task: x"},))]
+        assert policy.generate(request, SamplingParams(max_new_tokens=2))[0][0].completion_tokens >= 1
 
 
 def test_launch_runs_two_cpu_processes(memorised_student: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ env) without their final observation, as the trajectory converter will produce t
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 from typing import Any
@@ -350,3 +351,50 @@ def test_lm_head_setting_is_checked() -> None:
         SFTSettings(lm_head="tiled")
     with pytest.raises(ValueError, match="packing"):
         SFTSettings(lm_head="full", packing=True)
+
+
+# ------------------------------------------------------------------ (g) output directories of other runs
+
+
+def _snapshot(directory: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def test_run_sft_refuses_another_runs_directory_before_writing_and_resumes_its_own(
+    conversations: list[Conversation], tmp_path: Path
+) -> None:
+    from datasets import Dataset
+
+    from agentdistill.distill.launch import run_sft
+    from agentdistill.errors import OutputConflictError
+
+    out = tmp_path / "student"
+    data = Dataset.from_list([{"messages": m} for m in conversations[:8]])
+    settings = cpu_settings(max_steps=2, save_strategy="steps", save_steps=2, per_device_batch_size=1)
+    first = run_sft(data, "scratch:tiny", out, settings=settings)
+    assert first.global_step == 2
+    kept = _snapshot(out)
+    other_data = Dataset.from_list([{"messages": m} for m in conversations[8:16]])
+    for dataset, student, changed, difference in (
+        (other_data, "scratch:tiny", settings, "data_sha256: "),
+        (data, "scratch:small", settings, "student: 'scratch:tiny' before, 'scratch:small' now"),
+        (data, "scratch:tiny", settings.replace(learning_rate=5e-4), "learning_rate: 0.001 before, 0.0005 now"),
+    ):
+        with pytest.raises(OutputConflictError, match=rf"holds another `agentdistill distill` run \({re.escape(difference)}"):
+            run_sft(dataset, student, out, settings=changed)
+        assert _snapshot(out) == kept, "nothing of the first run was touched, no sft_data.jsonl rewritten"
+    # the same run with a larger step budget resumes its own checkpoint
+    resumed = run_sft(data, "scratch:tiny", out, settings=settings.replace(max_steps=3))
+    assert resumed.resumed_from is not None and resumed.global_step == 3
+
+
+def test_run_sft_refuses_a_directory_of_other_files(conversations: list[Conversation], tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from agentdistill.distill.launch import run_sft
+    from agentdistill.errors import OutputConflictError
+
+    (tmp_path / "thesis.pdf").write_bytes(b"%PDF-1.7")
+    with pytest.raises(OutputConflictError, match=r"no agentdistill run wrote here \(thesis.pdf\)"):
+        run_sft(Dataset.from_list([{"messages": conversations[0]}]), "scratch:tiny", tmp_path, settings=cpu_settings())
+    assert [path.name for path in tmp_path.iterdir()] == ["thesis.pdf"]
