@@ -24,6 +24,16 @@ Which stop string ended a turn matters: the server cuts the stop string off, and
 the matched string as ``stop_reason`` in each choice and SGLang as ``matched_stop``; for a server that
 reports neither, a turn that finished with ``"stop"`` and whose text ends with a closed code fence is
 taken to have stopped on ``<end_code>`` (the only place that marker can occur in a CodeAct action).
+Some servers (``transformers serve``) keep the stop string in the text, with the rest of the token that
+completed it: every reply is cut here at its first stop string too, as the ``hf:`` policy cuts, so that
+every backend returns the same text. (Token ids, where a server returns them, are left as sent.)
+
+``n`` candidates (SAG) are asked for in one request. A server that ignores ``n`` and answers one choice
+(``transformers serve`` does) is detected on its first such answer: a warning says so once, the missing
+candidates are asked for one by one, and so are all later ones. Seeds are per request: with
+``SamplingParams.seed`` set, the ``i``-th request of a :meth:`OpenAIPolicy.generate` call carries
+``seed + i * n``, and its ``j``-th candidate, when asked for alone, ``seed + i * n + j``; so identical
+conversations in one call get different samples, and the same call gets the same ones again.
 
 Failures stay per conversation: connection errors, timeouts, HTTP 429 and 5xx are retried with capped,
 jittered exponential backoff; any other 4xx, or an answer that cannot be read, is not (the same request
@@ -38,7 +48,9 @@ import logging
 import os
 import random
 import threading
+import warnings
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -46,11 +58,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from agentdistill.envs.codeact import END_CODE
+from agentdistill.errors import UserError
 from agentdistill.policies.base import (
     Completion,
     FinishReason,
     PolicyRequest,
     SamplingParams,
+    first_stop,
     restore_end_code,
 )
 from agentdistill.retrying import check_retry_settings
@@ -67,6 +81,8 @@ TOKEN_FIELDS = ("return_tokens_as_token_ids", "return_token_ids")
 """The vLLM request fields that bring back token ids with the logprobs."""
 
 _TOKEN_ID_PREFIX = "token_id:"
+_OTHER_ENDPOINTS = frozenset({"completions", "models", "embeddings", "responses", "chat"})
+"""Last path segments of OpenAI endpoints that a base URL must not end in."""
 _T = TypeVar("_T")
 
 
@@ -92,6 +108,7 @@ class OpenAIPolicy:
     Args:
         base_url: the API root as OpenAI clients take it, e.g. ``http://127.0.0.1:8000/v1``; a bare
             ``http://host:port`` gets ``/v1`` added, and a full ``.../chat/completions`` URL is used as is.
+            Another endpoint (``.../completions``, ``.../models``) is refused: it is not a base to build on.
         model: the served model name (vLLM's ``--served-model-name``, by default the HF repo id).
         api_key: sent as a bearer token; defaults to ``$OPENAI_API_KEY``, else ``"EMPTY"`` (what a local
             vLLM started without ``--api-key`` accepts).
@@ -154,6 +171,7 @@ class OpenAIPolicy:
         self._client: httpx.AsyncClient | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._closed = False
+        self._single_choice = False  # set once the server is seen to ignore n
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> OpenAIPolicy:
@@ -199,7 +217,8 @@ class OpenAIPolicy:
     # -- the request body ---------------------------------------------------------------------------
 
     def request_body(self, request: PolicyRequest, params: SamplingParams) -> dict[str, Any]:
-        """The JSON body sent for ``request`` (public so that callers and tests can see it)."""
+        """The JSON body sent for ``request`` (public so that callers and tests can see it); the seed is
+        ``params.seed`` as given (:meth:`generate` makes it distinct per request)."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(message) for message in request.messages],
@@ -234,8 +253,44 @@ class OpenAIPolicy:
 
     async def _generate_all(self, requests: list[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
         client, semaphore = self._connections()
-        tasks = [self._serve(client, semaphore, request, params) for request in requests]
+        tasks = [
+            self._candidates(client, semaphore, request, _reseeded(params, index * params.n))
+            for index, request in enumerate(requests)
+        ]
         return list(await asyncio.gather(*tasks))
+
+    async def _candidates(
+        self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: PolicyRequest, params: SamplingParams
+    ) -> list[Completion]:
+        """``params.n`` completions of one conversation: one request, or one per candidate from a server that
+        ignores ``n`` (each with its own seed)."""
+        if params.n > 1 and not self._single_choice:
+            completions, returned = await self._serve(client, semaphore, request, params)
+            if returned == 0 or returned >= params.n:
+                return completions
+            self._notice_single_choice(returned, params.n)
+            kept = completions[:returned]
+            first_missing = returned
+        else:
+            kept, first_missing = [], 0
+        singles = [
+            self._serve(client, semaphore, request, _reseeded(replace(params, n=1), candidate))
+            for candidate in range(first_missing, params.n)
+        ]
+        for completions, _ in await asyncio.gather(*singles):
+            kept.extend(completions)
+        return kept
+
+    def _notice_single_choice(self, returned: int, asked: int) -> None:
+        with self._lock:
+            if self._single_choice:
+                return
+            self._single_choice = True
+        warnings.warn(
+            f"{self.url} answered {returned} choice(s) when asked for n={asked}: it ignores n, so candidates "
+            f"(SAG) are now asked for one request each, with distinct seeds",
+            stacklevel=2,
+        )
 
     def _connections(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         # Runs on the loop thread only, so there is no race on the lazy creation.
@@ -252,13 +307,14 @@ class OpenAIPolicy:
 
     async def _serve(
         self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: PolicyRequest, params: SamplingParams
-    ) -> list[Completion]:
-        """The completions for one conversation; every failure becomes failed completions."""
+    ) -> tuple[list[Completion], int]:
+        """The completions of one request and how many choices the server returned (0 when it failed);
+        every failure becomes failed completions."""
         try:
             body = self.request_body(request, params)
             payload = await self._post(client, semaphore, body)
             try:
-                return completions_from_response(payload, params)
+                return completions_from_response(payload, params), len(payload["choices"])
             except (KeyError, TypeError, ValueError, AttributeError) as error:
                 raise _RequestFailed(f"malformed response: {type(error).__name__}: {error}") from error
         except _RequestFailed as failure:
@@ -266,7 +322,7 @@ class OpenAIPolicy:
         except Exception as error:
             logger.exception("chat completion request to %s failed unexpectedly", self.url)
             reason = f"unexpected {type(error).__name__}: {error}"
-        return [Completion.failed(f"{self.name}: {reason}") for _ in range(params.n)]
+        return [Completion.failed(f"{self.name}: {reason}") for _ in range(params.n)], 0
 
     async def _post(
         self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, body: dict[str, Any]
@@ -337,7 +393,11 @@ def completions_from_response(payload: Mapping[str, Any], params: SamplingParams
     for choice, text, estimate in zip(choices, texts, estimated):
         token_ids, logprobs = _choice_tokens(choice)
         finish, error = _finish(choice.get("finish_reason"))
-        if finish == "stop":
+        text, kept_stop = first_stop(text, params.stop)  # a server that returned its stop string, and beyond
+        if kept_stop is not None and finish != "error":
+            finish, error = "stop", None
+            text = restore_end_code(text, kept_stop)
+        elif finish == "stop":
             text = restore_end_code(text, _stopped_on(choice, text, params.stop))
         completions.append(
             Completion(
@@ -359,6 +419,11 @@ def completions_from_response(payload: Mapping[str, Any], params: SamplingParams
 
 
 # -- reading one choice -------------------------------------------------------------------------------
+
+
+def _reseeded(params: SamplingParams, offset: int) -> SamplingParams:
+    """``params`` with its seed moved by ``offset`` (nothing to move when unseeded)."""
+    return params if params.seed is None or offset == 0 else replace(params, seed=params.seed + offset)
 
 
 def _message_text(choice: Mapping[str, Any]) -> str:
@@ -520,6 +585,13 @@ def _chat_url(base_url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"invalid base_url {base_url!r}: expected http:// or https:// and a host")
     path = parts.path.rstrip("/")
+    endpoint = path.rsplit("/", 1)[-1]
+    if not path.endswith("/chat/completions") and endpoint in _OTHER_ENDPOINTS:
+        base = urlunsplit((parts.scheme, parts.netloc, path.rsplit("/", 1)[0], "", ""))
+        raise UserError(
+            f"invalid base_url {base_url!r}: it ends in the /{endpoint} endpoint; give the API base instead, "
+            f"e.g. {base!r} (chat completions are sent to <base>/chat/completions)"
+        )
     if not path.endswith("/chat/completions"):
         last = path.rsplit("/", 1)[-1]
         is_versioned = len(last) > 1 and last[0] == "v" and last[1:].isdigit()

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -384,15 +385,56 @@ def test_logprobs_and_token_ids(fake: tuple[FakeServer, str], server: FakeServer
     assert old.token_ids == (11, 12) and old.logprobs == (-0.5, -1.5) and old.prompt_token_ids is None
 
 
-def test_missing_choices_and_extra_body(fake: tuple[FakeServer, str], server: FakeServer) -> None:
+def test_a_server_that_ignores_n_gets_one_request_per_candidate(fake: tuple[FakeServer, str], server: FakeServer) -> None:
+    """Like `transformers serve`, which answers one choice whatever n asks for."""
     _, url = fake
     server.scripts["one"] = Script(choices=[_default_choice("one", 0)])
     with OpenAIPolicy(url, MODEL, extra_body={"top_k": 20}, backoff_s=0.01) as policy:
-        (completions,) = policy.generate([ask("one")], SamplingParams(n=3))
-    assert server.bodies[0]["top_k"] == 20
-    assert completions[0].error is None
-    assert [completion.finish_reason for completion in completions[1:]] == ["error", "error"]
-    assert "1 of 3 choices" in completions[1].error
+        with pytest.warns(UserWarning, match=r"answered 1 choice\(s\) when asked for n=3: it ignores n"):
+            (completions,) = policy.generate([ask("one")], SamplingParams(n=3, seed=7, temperature=0.4))
+        assert len(completions) == 3 and all(completion.error is None for completion in completions)
+        bodies = server.bodies_for("one")
+        assert [(body["n"], body["seed"]) for body in bodies] == [(3, 7), (1, 8), (1, 9)]
+        assert all(body["top_k"] == 20 for body in bodies)
+        server.bodies.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once per policy
+            pair = policy.generate([ask("one"), ask("one")], SamplingParams(n=2, seed=7, temperature=0.4))
+        assert [len(completions) for completions in pair] == [2, 2]
+        assert sorted((body["n"], body["seed"]) for body in server.bodies) == [(1, 7), (1, 8), (1, 9), (1, 10)]
+
+
+def test_identical_conversations_in_one_call_get_distinct_seeds(server: FakeServer, policy: OpenAIPolicy) -> None:
+    policy.generate([ask("same"), ask("same"), ask("same")], SamplingParams(n=2, seed=100, temperature=1.0))
+    assert sorted(body["seed"] for body in server.bodies_for("same")) == [100, 102, 104]
+    server.bodies.clear()
+    policy.generate([ask("same")], SamplingParams(temperature=1.0))
+    assert "seed" not in server.bodies[0]
+
+
+def test_a_reply_that_keeps_its_stop_string_is_cut_there(server: FakeServer, policy: OpenAIPolicy) -> None:
+    """Like `transformers serve`: the stop string stays in the text, with the rest of the token that completed it
+    and whatever the server generated until it noticed; no stop_reason."""
+    code = "Thought: add.\n```py\nprint(1 + 1)\n```"
+    kept = {"index": 0, "message": {"role": "assistant", "content": code + "<end_code>\nObservation: 2 (made up)"},
+            "finish_reason": "stop"}
+    server.scripts["kept"] = Script(choices=[kept])
+    (completion,) = policy.generate([ask("kept")], SamplingParams(n=1))[0]
+    assert completion.text == code + END_CODE and completion.finish_reason == "stop"
+    cut_late = {"index": 0, "message": {"role": "assistant", "content": "Thought: x\nObservation: y and more"},
+                "finish_reason": "length"}
+    server.scripts["late"] = Script(choices=[cut_late])
+    (completion,) = policy.generate([ask("late")], SamplingParams(n=1))[0]
+    assert completion.text == "Thought: x\n" and completion.finish_reason == "stop"
+
+
+def test_an_endpoint_given_as_the_base_url_is_refused() -> None:
+    from agentdistill.errors import UserError
+
+    for endpoint in ("completions", "models"):
+        with pytest.raises(UserError, match=rf"ends in the /{endpoint} endpoint; give the API base instead, e.g. 'http://h:8000/v1'"):
+            parse_openai_spec(f"openai:http://h:8000/v1/{endpoint}#m")
+    assert OpenAIPolicy("http://h:8000/v1/chat/completions", "m").url == "http://h:8000/v1/chat/completions"
 
 
 def test_malformed_answer_fails_that_request(server: FakeServer, policy: OpenAIPolicy) -> None:
