@@ -58,7 +58,9 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         render_mode: ``"ansi"`` to get the episode transcript from :meth:`render`.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}
+    """``render_fps`` means nothing for a text transcript, but gymnasium's checker and its recording
+    wrappers expect one beside any render mode."""
 
     def __init__(
         self,

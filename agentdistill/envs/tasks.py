@@ -17,6 +17,10 @@ class Document:
     title: str
     text: str
     doc_id: str = ""
+    contents: str | None = field(default=None, compare=False)
+    """The corpus row's own text when it came from a Search-R1/FlashRAG ``{"id", "contents"}`` row, byte for byte
+    (``'"Title"\ntext'``, whatever quoting or spacing it has): what a Search-R1 server returns and what the
+    paper's index encodes. ``None`` for documents made from a title and a text."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import subprocess
 import sys
 
@@ -38,9 +40,13 @@ def test_module_prefixed_id_works_without_importing_the_package() -> None:
 
 @pytest.mark.parametrize("env_id", sorted(EXPECTED_IDS))
 def test_check_env_passes(env_id: str) -> None:
-    env = gym.make(env_id, **env_kwargs(env_id))
+    env = gym.make(env_id, **env_kwargs(env_id), render_mode="ansi")
     try:
-        check_env(env.unwrapped, skip_render_check=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(env.unwrapped)  # the render check too, with the ansi transcript
+        from_gymnasium = [str(w.message) for w in caught if "gymnasium" in w.filename]
+        assert from_gymnasium == [], from_gymnasium  # e.g. a render mode without render_fps
     finally:
         env.close()
 

@@ -147,7 +147,7 @@ def document_from_record(record: Any, source: str, unit: str, index: int) -> Doc
                 f"{where}: field 'contents' must be a string; expected {_EXPECTED}", source=source, index=index
             )
         title, text = split_contents(contents)
-        return Document(title=title, text=text, doc_id=str(record["id"]))
+        return Document(title=title, text=text, doc_id=str(record["id"]), contents=contents)
     missing = tuple(field for field in ("title", "text") if field not in record)
     if missing:
         if "id" in record:

@@ -43,10 +43,14 @@ def default_prefixes(model_name_or_path: str) -> tuple[str, str]:
 
 
 def passage_text(document: Document) -> str:
-    """The text a passage is encoded from: ``"{title}\\n{text}"``, or just the text when untitled.
+    """The text a passage is encoded from: a Search-R1/FlashRAG row's raw ``contents``, as Search-R1's and
+    FlashRAG's index builders encode it (so the same query finds the same passages as the paper's index);
+    otherwise ``"{title}\\n{text}"``, or just the text when untitled.
 
-    The passage prefix (if any) is added by :meth:`TextEncoder.encode_passages`, not here.
+    The passage prefix (if any, e5's ``"passage: "``) is added by :meth:`TextEncoder.encode_passages`, not here.
     """
+    if document.contents is not None:
+        return document.contents
     return f"{document.title}\n{document.text}" if document.title else document.text
 
 

@@ -60,6 +60,11 @@ if TYPE_CHECKING:
     import faiss
 
 FORMAT_VERSION = 1
+
+PASSAGE_TEXT_RULE = "contents as written for {id, contents} rows (as Search-R1/FlashRAG encode them), else title\\ntext"
+"""What this version encodes for each passage (:func:`~.encoders.passage_text`), recorded in ``meta.json``."""
+LEGACY_PASSAGE_TEXT = "title\\ntext (an index built before the build recorded this; Search-R1 rows were re-formatted)"
+"""What indexes whose ``meta.json`` records nothing encoded: the title, a newline and the text."""
 DEFAULT_SHARD_SIZE = 50_000
 """Passages per shard: ~150 MB of 768-d vectors, well under a minute of GPU encoding, so a crash
 loses little work and wiki-18 makes ~420 files."""
@@ -109,6 +114,8 @@ class IndexInfo:
     created: str
     load_mode: str
     index_params: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    passage_text: str = LEGACY_PASSAGE_TEXT
+    """How passages were turned into encoder input (:data:`PASSAGE_TEXT_RULE` for builds that record it)."""
 
     def describe(self) -> str:
         """A multi-line human summary (for ``agentdistill index info``)."""
@@ -131,6 +138,7 @@ class IndexInfo:
                 f"  encoder:      {self.encoder} ({self.dimension}-d, query prefix {self.query_prefix!r}, "
                 f"passage prefix {self.passage_prefix!r})"
             ),
+            f"  passages as:  {self.passage_text}",
             f"  index type:   {self.index_type}" + (f" ({params})" if params else ""),
             f"  size on disk: {_human_bytes(self.size_on_disk)}",
             (
@@ -279,6 +287,7 @@ def build_index(
         "query_prefix": text_encoder.query_prefix,
         "passage_prefix": text_encoder.passage_prefix,
         "dimension": text_encoder.dimension,
+        "passage_text": PASSAGE_TEXT_RULE,
         "index_type": index_type,
         "shard_size": shard_size,
         "corpus": {"path": str(corpus), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": corpus_format},
@@ -340,6 +349,8 @@ def _differences(existing: Mapping[str, Any], new: Mapping[str, Any]) -> list[tu
     """The build settings in which an existing directory's meta and a new build differ."""
     keys = ("format_version", "encoder", "query_prefix", "passage_prefix", "dimension", "index_type", "shard_size")
     found = [(key, existing.get(key), new[key]) for key in keys if existing.get(key) != new[key]]
+    if existing.get("passage_text", LEGACY_PASSAGE_TEXT) != new["passage_text"]:
+        found.append(("passage_text", existing.get("passage_text", LEGACY_PASSAGE_TEXT), new["passage_text"]))
     old_corpus, new_corpus = existing.get("corpus", {}), new["corpus"]
     for key in ("path", "size", "mtime_ns"):
         if old_corpus.get(key) != new_corpus[key]:
@@ -668,6 +679,7 @@ def index_info(index_dir: str | os.PathLike[str]) -> IndexInfo:
         size_on_disk=_directory_size(out),
         created=str(meta.get("created") or ""),
         load_mode=f"memory-mapped when loaded (faiss.{flag}), if this faiss supports it",
+        passage_text=str(meta.get("passage_text", LEGACY_PASSAGE_TEXT)),
         index_params=dict(meta.get("index_params") or {}),
     )
 

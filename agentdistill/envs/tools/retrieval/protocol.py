@@ -12,9 +12,11 @@ that format lets our client use a stock Search-R1 server and lets Search-R1 clie
   retriever, ``{"title", "text", "contents"}`` from Search-R1's BM25 one. Clients read ``contents``.
 
 Documents we send carry ``id``, ``contents``, ``title`` and ``text``: ``contents`` for Search-R1
-clients, ``title``/``text`` so that our own client gets titles and texts back exactly (a title line
-cannot hold every string ``contents`` would need). Decoding prefers ``title``/``text`` when both are
-strings and falls back to splitting ``contents``.
+clients, the corpus row's own string byte for byte when the corpus is a Search-R1/FlashRAG one (so they
+read exactly what Search-R1's server would send), ``title``/``text`` so that our own client gets titles
+and texts back exactly (a title line cannot hold every string ``contents`` would need). Decoding prefers
+``title``/``text`` when both are strings and falls back to splitting ``contents``; a ``contents`` string
+is kept as the document's own.
 
 Everything a peer sends is checked here; anything else raises :class:`RetrievalProtocolError` with the
 JSON path of the first bad value, so that a misbehaving server reads as a clear message, never as a
@@ -113,7 +115,7 @@ def document_to_wire(document: Document) -> dict[str, str]:
     """A document as a corpus row: Search-R1's ``id``/``contents`` plus exact ``title``/``text``."""
     return {
         "id": document.doc_id,
-        "contents": f'"{document.title}"\n{document.text}',
+        "contents": document.contents if document.contents is not None else f'"{document.title}"\n{document.text}',
         "title": document.title,
         "text": document.text,
     }
@@ -173,19 +175,19 @@ def document_from_wire(row: Any, where: str = "document") -> Document:
     if not isinstance(row, Mapping):
         raise RetrievalProtocolError(f"{where} must be an object, got {_json_type(row)}")
     title, text = row.get("title"), row.get("text")
+    contents = row.get("contents")
+    if contents is not None and not isinstance(contents, str):
+        raise RetrievalProtocolError(f"{where}.contents must be a string, got {_json_type(contents)}")
     if not (isinstance(title, str) and isinstance(text, str)):
-        if "contents" not in row:
+        if contents is None:
             raise RetrievalProtocolError(f'{where} has neither "contents" nor "title" and "text"')
-        contents = row["contents"]
-        if not isinstance(contents, str):
-            raise RetrievalProtocolError(f"{where}.contents must be a string, got {_json_type(contents)}")
         title, text = split_contents(contents)
     doc_id = row.get("id")
     if doc_id is None:
         doc_id = ""
     elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         raise RetrievalProtocolError(f"{where}.id must be a string or an integer, got {_json_type(doc_id)}")
-    return Document(title=title, text=text, doc_id=str(doc_id))
+    return Document(title=title, text=text, doc_id=str(doc_id), contents=contents)
 
 
 def _decode_hit(entry: Any, where: str) -> SearchHit:
