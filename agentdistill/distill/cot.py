@@ -18,8 +18,8 @@ request context; no episode is stepped.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from agentdistill.rollouts.evaluate import (
 )
 from agentdistill.rollouts.ftp import COT_SYSTEM_PROMPT
 from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories, run_identity
+from agentdistill.runs import RunDirectory
 
 COT_MAX_NEW_TOKENS = 2048
 """Default answer length: a reasoned math answer needs more room than one CodeAct turn."""
@@ -215,27 +216,65 @@ def evaluate_cot(
 
     Answers go to ``out_dir/cot/<env_id>.jsonl`` (``cot-rag`` with RAG) and a rerun resumes it. The
     returned row's ``accuracy`` is the CoT baseline's score; it has no invalid-action rate or steps.
-    ``policy`` is a spec string (built and closed here) or a policy object (left open).
+    ``policy`` is a spec string (built and closed here) or a policy object (left open). ``out_dir`` is
+    claimed as :func:`evaluate_cot_suite` claims it, so a row is never computed from another policy's or
+    another decoding's answers.
     """
+    owned = isinstance(policy, str)
+    runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
+    try:
+        with _claim_cot_directory(out_dir, runner.name, sampling=sampling, top_k=top_k):
+            return _evaluate_cot_env(
+                runner, env_id, env_kwargs, limit=limit, rag=rag, out_dir=out_dir, top_k=top_k, sampling=sampling,
+                batch_size=batch_size,
+            )
+    finally:
+        if owned:
+            runner.close()
+
+
+def _evaluate_cot_env(
+    policy: Policy,
+    env_id: str,
+    env_kwargs: Mapping[str, Any] | None,
+    *,
+    limit: int | None,
+    rag: bool,
+    out_dir: str | os.PathLike[str],
+    top_k: int,
+    sampling: SamplingParams | None,
+    batch_size: int,
+) -> TaskResult:
+    """Answer the missing tasks of one benchmark into its file in a claimed ``out_dir`` and summarise it."""
     import agentdistill  # noqa: F401 - registers the env ids
 
     env_kwargs = dict(env_kwargs or {})
     path = Path(out_dir) / ("cot-rag" if rag else "cot") / f"{env_id}.jsonl"
-    owned = isinstance(policy, str)
-    runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
     env = gym.make(env_id, **env_kwargs)
     try:
         indices = task_indices(env.unwrapped.num_tasks, limit, env_id)
         check_task_ids(path, env_id, indices, lambda index: env.unwrapped.task_at(index).task_id)
         collect_cot(
-            runner, env, indices, rag=rag, top_k=top_k, sampling=sampling, out=path, batch_size=batch_size,
+            policy, env, indices, rag=rag, top_k=top_k, sampling=sampling, out=path, batch_size=batch_size,
             env_args=env_kwargs,
         )
     finally:
         env.close()
-        if owned:
-            runner.close()
     return summarize_records(env_id, episodes_of(path, env_id, indices), metric=metric_of(env_id, env_kwargs))
+
+
+def _claim_cot_directory(
+    out_dir: str | os.PathLike[str], policy_name: str, *, sampling: SamplingParams | None, top_k: int
+) -> RunDirectory:
+    """Claim an evaluation directory for CoT answers.
+
+    CoT and CoT+RAG share one directory (their math rows are the same answers, under ``cot/``), so RAG is
+    not part of the directory's identity; each answer file records it in its own run identity.
+    """
+    return claim_evaluation_directory(
+        out_dir, policy=policy_name, method="chain-of-thought", sampling=sampling or default_cot_sampling(),
+        extra={"top_k": top_k},
+    )
 
 
 def evaluate_cot_suite(
@@ -254,34 +293,25 @@ def evaluate_cot_suite(
     ``out_dir/cot[-rag]/results.*``.
 
     RAG applies to the factual benchmarks only: the math envs have no retriever, so their rows are the
-    plain CoT answers (``out_dir/cot/``), shared by both tables.
+    plain CoT answers (``out_dir/cot/``), shared by both tables. ``out_dir`` is claimed for this policy
+    and decoding before anything is written (:func:`~agentdistill.rollouts.evaluate.claim_evaluation_directory`)
+    and released at the end.
     """
     owned = isinstance(policy, str)
     runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
     kwargs_by_env = env_kwargs_by_env or {}
-    rows = []
     try:
-        # CoT and CoT+RAG share one directory (their math rows are the same answers), so RAG is not part of it
-        claim = claim_evaluation_directory(
-            out_dir, policy=runner.name, method="chain-of-thought", sampling=sampling or default_cot_sampling(),
-            extra={"top_k": top_k},
-        )
-    except BaseException:
-        if owned:
-            runner.close()
-        raise
-    try:
-        for env_id in env_ids:
-            rows.append(
-                evaluate_cot(
+        with _claim_cot_directory(out_dir, runner.name, sampling=sampling, top_k=top_k):
+            rows = [
+                _evaluate_cot_env(
                     runner, env_id, kwargs_by_env.get(env_id), limit=limit, out_dir=out_dir, top_k=top_k,
                     rag=rag and domain_of(env_id) == "factual", sampling=sampling, batch_size=batch_size,
                 )
-            )
-        table = ResultsTable(policy=runner.name, rows=tuple(rows), method="CoT+RAG" if rag else "CoT", limit=limit)
-        table.write(Path(out_dir) / ("cot-rag" if rag else "cot"))
+                for env_id in env_ids
+            ]
+            table = ResultsTable(policy=runner.name, rows=tuple(rows), method="CoT+RAG" if rag else "CoT", limit=limit)
+            table.write(Path(out_dir) / ("cot-rag" if rag else "cot"))
     finally:
         if owned:
             runner.close()
-        claim.release()
     return table

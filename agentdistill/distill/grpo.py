@@ -22,8 +22,15 @@ multi-turn episode becomes one completion whose env tokens are masked (TRL's ``e
 TRL counts a completion that does not end with an end-of-sequence token as "clipped", so an episode whose
 last turn ended normally gets an end-of-sequence token appended as an env token (mask 0, never trained).
 
-Output directory: ``out_dir`` is the trained student (a full model, or with ``lora: true`` an adapter over
-the starting model; both load as ``hf:OUT``), ``out_dir/checkpoint-N`` (a rerun resumes from the last),
+Start model: ``hf:DIR`` (a full model), or a LoRA student as ``agentdistill distill`` wrote it (``hf:DIR`` of an
+adapter, or ``hf:BASE@ADAPTER``): with ``lora: true`` its adapter is trained further, otherwise it is merged into
+its base and the whole model trained (:func:`load_start_model`).
+
+Output directory, claimed for one run before anything is written (:func:`claim_rl_directory`; a rerun of the same
+run resumes, any other is refused): ``out_dir`` is the trained student (a full model, or with ``lora: true`` an
+adapter over the starting model; both load as ``hf:OUT``), ``out_dir/checkpoint-N`` (a rerun resumes from the last),
+``out_dir/ref`` (a continued adapter as it started: TRL's KL reference), ``out_dir/start_merged`` (a merged
+student as it started: the KL reference of full fine-tuning),
 ``out_dir/rollouts/`` (each generation's episodes, JSON Lines, with ``keep_rollouts``),
 ``out_dir/eval_before.jsonl`` / ``eval_after.jsonl`` (episodes on held-out tasks: greedy, or sampled as
 ``eval_temperature`` and ``eval_samples`` say), ``out_dir/rl_result.json`` (their figures and the gain paired by
@@ -43,16 +50,18 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from agentdistill.errors import UserError
 from agentdistill.rollouts.records import latest_records, read_trajectories
+from agentdistill.runs import RunDirectory, claim_run_directory
 from agentdistill.settings import settings_from_mapping, settings_from_yaml, settings_to_dict
 
 logger = logging.getLogger(__name__)
@@ -61,6 +70,11 @@ ROLLOUTS_DIRNAME = "rollouts"
 RESULT_FILENAME = "rl_result.json"
 SETTINGS_FILENAME = "grpo_settings.yaml"
 RANKS_DIRNAME = "ranks"
+EVAL_BEFORE_FILENAME = "eval_before.jsonl"
+EVAL_AFTER_FILENAME = "eval_after.jsonl"
+MERGED_START_DIRNAME = "start_merged"
+"""Full fine-tuning from a LoRA student: the student with its adapter merged, the KL reference
+(:func:`save_merged_start`)."""
 GRPO_MODULE = "agentdistill.distill.grpo"
 _TASK_PROMPT = re.compile(r"^\[task (\d+)\] ")
 _ROLLOUT_BACKENDS = ("hf", "vllm")
@@ -196,6 +210,11 @@ class EvalFigures:
     mean_steps: float
 
 
+StartKind = Literal["model", "adapter continued", "adapter merged"]
+"""How RL set up its start model: a plain model; a distilled LoRA student whose adapter is trained further (LoRA
+settings); or one whose adapter is merged into its base, which is then fine-tuned whole (full fine-tuning)."""
+
+
 @dataclass(frozen=True)
 class GRPOResult:
     """What a run produced; also written to ``out_dir/rl_result.json`` by the main process."""
@@ -214,9 +233,8 @@ class GRPOResult:
     runtime_seconds: float
     reward_gain: RewardGain | None = None
     """After minus before, paired by held-out task (``None`` without both evaluations)."""
-    start: str = "model"
-    """How training started from ``start_model``: ``"model"``, ``"adapter continued"`` (LoRA settings: the
-    distilled student's own adapter is trained further) or ``"adapter merged"`` (full fine-tuning of base + adapter)."""
+    start: StartKind = "model"
+    """How training started from ``start_model`` (:data:`StartKind`)."""
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n", encoding="utf-8")
@@ -542,8 +560,7 @@ class StartModel:
     model: Any
     tokenizer: Any
     source: str
-    start: str
-    """``"model"``, ``"adapter continued"`` or ``"adapter merged"`` (see :attr:`GRPOResult.start`)."""
+    start: StartKind
 
 
 def load_start_model(spec: str, settings: GRPOSettings) -> StartModel:
@@ -551,8 +568,10 @@ def load_start_model(spec: str, settings: GRPOSettings) -> StartModel:
 
     A distilled student is taken as ``agentdistill distill`` wrote it. A LoRA adapter (a directory with
     ``adapter_config.json``, or ``@ADAPTER``) is loaded on its base model; with LoRA settings that adapter is
-    trained further (RL keeps what SFT learnt in it, and ``lora_r``/``lora_alpha`` are the adapter's own),
-    with full fine-tuning it is merged into the base, which is then trained whole.
+    trained further (RL keeps what SFT learnt in it; rank, alpha, dropout and target modules are the adapter's own),
+    with full fine-tuning it is merged into the base, which is then trained whole. Either way the model
+    returned computes what the distilled student computes, so the held-out evaluation before training
+    scores the student as distilled.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -573,13 +592,22 @@ def load_start_model(spec: str, settings: GRPOSettings) -> StartModel:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     if adapter is None:
         return StartModel(model, tokenizer, parsed.model, "model")
+    return _with_adapter(model, tokenizer, base, adapter, settings)
+
+
+def _with_adapter(model: Any, tokenizer: Any, base: str, adapter: str, settings: GRPOSettings) -> StartModel:
+    """``model`` (the base) with the LoRA adapter of ``adapter`` continued or merged (:func:`load_start_model`)."""
     from peft import PeftModel
+
+    from agentdistill.policies.model_source import explaining_model_load
 
     with explaining_model_load(adapter, what="adapter"):
         model = PeftModel.from_pretrained(model, adapter, is_trainable=settings.lora)
     source = f"{base} + adapter {adapter}"
     if settings.lora:
-        logger.info("continuing the LoRA adapter of %s (its own rank and alpha; lora_r/lora_alpha unused)", source)
+        # the saved adapter names the base it was loaded on, not one a moved run directory left behind
+        model.peft_config["default"].base_model_name_or_path = base
+        logger.info("continuing the LoRA adapter of %s (its own shape: the lora_* settings are unused)", source)
         return StartModel(model, tokenizer, source, "adapter continued")
     logger.info("merging the LoRA adapter of %s into its base for full fine-tuning", source)
     merged = model.merge_and_unload()
@@ -588,28 +616,61 @@ def load_start_model(spec: str, settings: GRPOSettings) -> StartModel:
 
 
 def _adapter_base(adapter_dir: str) -> str:
-    """The base model an adapter directory was trained on (its ``adapter_config.json`` names it)."""
+    """The base model an adapter directory was trained on: the scratch student its SFT run saved inside it
+    (:func:`agentdistill.distill.sft.saved_scratch_base`, found even after the directory moved), else the
+    base its ``adapter_config.json`` names."""
+    from agentdistill.distill.sft import saved_scratch_base
+
+    scratch_base = saved_scratch_base(adapter_dir)
+    if scratch_base is not None:
+        return str(scratch_base.resolve())
     path = Path(adapter_dir) / "adapter_config.json"
     try:
         base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable PEFT adapter config ({error})") from None
+        raise UserError(
+            f"{path} is not a readable PEFT adapter config ({error}); give a student directory `distill` wrote"
+        ) from None
     if not base:
         raise UserError(f"{path} names no base model (base_model_name_or_path); give it as hf:BASE@{adapter_dir}")
     return str(base)
 
 
-RESUMABLE_SETTINGS = frozenset({"max_steps", "logging_steps", "wandb_project", "wandb_run_name"})
-"""Settings a rerun may change and still resume a run's directory: a larger step budget trains further, and
-logging choices do not change what is trained."""
+def save_merged_start(start: StartModel, directory: Path, config: Any) -> None:
+    """Write a merged start model to ``directory`` and make it the model TRL loads as the KL reference.
+
+    TRL builds the reference of full fine-tuning by loading the policy's ``config.name_or_path`` from disk.
+    After a merge that is still the base's path, so the KL penalty would pull RL towards the base without the
+    adapter instead of the student it started from. The main process writes the merged weights once
+    (a resumed run finds them; a half-written copy is never taken for a whole one), the other processes wait.
+    """
+    with config.main_process_first(local=False, desc="saving the merged start model"):
+        if config.process_index == 0 and not directory.is_dir():
+            partial = directory.with_name(f".{directory.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            start.model.save_pretrained(str(partial))
+            start.tokenizer.save_pretrained(str(partial))
+            partial.rename(directory)
+    start.model.config.name_or_path = str(directory)
 
 
-def claim_rl_directory(out_dir: str | os.PathLike[str], env_id: str, policy_spec: str, settings: GRPOSettings) -> Any:
+RESUMABLE_SETTINGS = frozenset(
+    {"max_steps", "logging_steps", "save_steps", "save_total_limit", "keep_rollouts", "wandb_project", "wandb_run_name"}
+)
+"""Settings a rerun may change and still resume a run's directory. A larger step budget trains further from
+the last checkpoint (the constant default schedule does not depend on it); how often metrics are logged and
+checkpoints written, whether rollout files are kept and where W&B logs do not change what is trained. Everything
+else (env arguments, sampling, the reward, the optimiser, the held-out evaluation) would make the resumed steps
+another run's."""
+
+
+def claim_rl_directory(
+    out_dir: str | os.PathLike[str], env_id: str, policy_spec: str, settings: GRPOSettings
+) -> RunDirectory:
     """Make ``out_dir`` this GRPO run's directory or resume it; another run's directory (other env, start
     policy or settings), or one holding other files, is refused before anything is written
-    (:func:`agentdistill.runs.claim_run_directory`). Called once, by the process that launches training."""
-    from agentdistill.runs import claim_run_directory
-
+    (:func:`agentdistill.runs.claim_run_directory`). Called once, by the process that launches training:
+    the ranks of a launch share one claim."""
     identity = {"env_id": env_id, "policy": policy_spec, **settings.to_dict()}
     return claim_run_directory(out_dir, command="rl", identity=identity, may_change=RESUMABLE_SETTINGS)
 
@@ -642,10 +703,9 @@ def train_grpo(
 def _train_grpo(
     env_id: str, policy_spec: str, out_dir: str | os.PathLike[str], settings: GRPOSettings, *, progress: bool
 ) -> GRPOResult:
-    from peft import LoraConfig
     from trl import GRPOTrainer
 
-    from agentdistill.distill.sft import RankRecorder, last_complete_checkpoint
+    from agentdistill.distill.sft import RankRecorder, last_complete_checkpoint, training_wandb_run
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
@@ -663,23 +723,17 @@ def _train_grpo(
             f"{len(dataset)} training task(s) cannot fill one generation batch of {needed} tasks "
             f"(prompts_per_step x processes x steps_per_generation); raise train_tasks or lower prompts_per_step"
         )
+    if start.start == "adapter merged" and settings.beta:
+        save_merged_start(start, out / MERGED_START_DIRNAME, config)
     resume_from = last_complete_checkpoint(out)
     before = None
     if is_main and settings.eval_tasks and resume_from is None:
-        before = _evaluate_model(model, tokenizer, env_id, settings, out / "eval_before.jsonl", progress)
+        before = _evaluate_model(model, tokenizer, env_id, settings, out / EVAL_BEFORE_FILENAME, progress)
     if is_main:
         settings.to_yaml(out / SETTINGS_FILENAME)
 
     rollouts = EnvRollouts(env_id, settings, out)
     recorder = RankRecorder()
-    peft_config = (
-        LoraConfig(
-            r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-            target_modules=_target_modules(settings.lora_target_modules), task_type="CAUSAL_LM",
-        )
-        if settings.lora and start.start == "model"
-        else None  # a continued adapter is trained as it is; TRL keeps a frozen copy of it as the reference
-    )
     with _quiet_experimental_warning():
         trainer = GRPOTrainer(
             model=model,
@@ -687,13 +741,17 @@ def _train_grpo(
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
-            peft_config=peft_config,
+            peft_config=_new_adapter_config(settings, start),
             rollout_func=rollouts,
             callbacks=[recorder],
         )
-    wandb_run = _start_wandb(settings, out, env_id, policy_spec) if is_main else None
-    try:
-        trainer.train(resume_from_checkpoint=resume_from)
+    wandb_config = {"grpo": settings.to_dict(), "env_id": env_id, "policy": policy_spec, "start": start.start}
+    name = settings.wandb_run_name or out.name
+    with training_wandb_run(settings.wandb_project, out, wandb_config, name=name, enabled=is_main) as wandb_run:
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        finally:
+            rollouts.close()
         trainer.save_model(str(out))
         if is_main:
             tokenizer.save_pretrained(str(out))
@@ -701,15 +759,8 @@ def _train_grpo(
         after, gain = None, None
         if is_main and settings.eval_tasks:
             trained = trainer.accelerator.unwrap_model(trainer.model)
-            after = _evaluate_model(trained, tokenizer, env_id, settings, out / "eval_after.jsonl", progress)
-            if before is None and (out / "eval_before.jsonl").is_file():
-                before = figures_of(_eval_records(out / "eval_before.jsonl", settings), settings.invalid_action_penalty)
-            if before is not None:
-                gain = paired_reward_gain(
-                    _eval_records(out / "eval_before.jsonl", settings),
-                    _eval_records(out / "eval_after.jsonl", settings),
-                    settings.invalid_action_penalty,
-                )
+            after = _evaluate_model(trained, tokenizer, env_id, settings, out / EVAL_AFTER_FILENAME, progress)
+            before, gain = _before_and_gain(out, settings, before)
         history = trainer.state.log_history
         result = GRPOResult(
             out_dir=str(out),
@@ -727,27 +778,53 @@ def _train_grpo(
             reward_gain=gain,
         )
         if wandb_run is not None:
-            for name, figures in (("before", before), ("after", after)):
-                if figures is not None:
-                    for key, value in dataclasses.asdict(figures).items():
-                        wandb_run.summary[f"eval_{name}/{key}"] = value
-            if gain is not None:
-                for key, value in dataclasses.asdict(gain).items():
-                    wandb_run.summary[f"eval_gain/{key}"] = value
-    except BaseException:
-        if wandb_run is not None:
-            wandb_run.finish(exit_code=1)
-            wandb_run = None
-        raise
-    finally:
-        rollouts.close()
-        if wandb_run is not None:
-            wandb_run.finish()
+            _summarize_in_wandb(wandb_run, result)
     if is_main:
         result.to_json(out / RESULT_FILENAME)
     recorder.write(out / RANKS_DIRNAME, wrote_output=config.should_save)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def _new_adapter_config(settings: GRPOSettings, start: StartModel) -> Any:
+    """The LoRA adapter RL puts on a plain start model, or ``None``: full fine-tuning, or a distilled adapter
+    trained as it is (TRL then keeps a frozen copy of it, ``out_dir/ref``, as the KL reference)."""
+    from peft import LoraConfig
+
+    if not settings.lora or start.start != "model":
+        return None
+    return LoraConfig(
+        r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+        target_modules=_target_modules(settings.lora_target_modules), task_type="CAUSAL_LM",
+    )
+
+
+def _before_and_gain(
+    out: Path, settings: GRPOSettings, before: EvalFigures | None
+) -> tuple[EvalFigures | None, RewardGain | None]:
+    """The figures before training (read back from ``eval_before.jsonl`` when a resumed run did not compute
+    them) and the paired gain to ``eval_after.jsonl``."""
+    before_path = out / EVAL_BEFORE_FILENAME
+    if not before_path.is_file():
+        return before, None
+    before_records = _eval_records(before_path, settings)
+    if before is None:
+        before = figures_of(before_records, settings.invalid_action_penalty)
+    gain = paired_reward_gain(
+        before_records, _eval_records(out / EVAL_AFTER_FILENAME, settings), settings.invalid_action_penalty
+    )
+    return before, gain
+
+
+def _summarize_in_wandb(run: Any, result: GRPOResult) -> None:
+    """The held-out figures and the gain, as W&B summary values."""
+    for name, figures in (("before", result.before), ("after", result.after)):
+        if figures is not None:
+            for key, value in dataclasses.asdict(figures).items():
+                run.summary[f"eval_{name}/{key}"] = value
+    if result.reward_gain is not None:
+        for key, value in dataclasses.asdict(result.reward_gain).items():
+            run.summary[f"eval_gain/{key}"] = value
 
 
 def _evaluate_model(
@@ -835,16 +912,6 @@ class _quiet_experimental_warning:
             os.environ.pop("TRL_EXPERIMENTAL_SILENCE", None)
         else:
             os.environ["TRL_EXPERIMENTAL_SILENCE"] = self.saved
-
-
-def _start_wandb(settings: GRPOSettings, out: Path, env_id: str, policy_spec: str) -> Any:
-    """The main process's W&B run under ``out/wandb`` (offline without credentials); TRL logs into it."""
-    if not settings.wandb_project:
-        return None
-    from agentdistill.tracking import start_wandb_run
-
-    config = {"grpo": settings.to_dict(), "env_id": env_id, "policy": policy_spec}
-    return start_wandb_run(settings.wandb_project, out, config, name=settings.wandb_run_name or out.name)
 
 
 def launch_grpo(

@@ -34,7 +34,6 @@ from agentdistill.distill.sft import (
     load_conversations,
     train_sft,
 )
-
 from agentdistill.runs import RunDirectory, claim_run_directory
 
 if TYPE_CHECKING:
@@ -155,10 +154,11 @@ def launch_sft(
     if settings is not None and config is not None:
         raise ValueError("pass settings or config, not both")
     resolved = settings if settings is not None else (SFTSettings.from_yaml(config) if config is not None else SFTSettings())
-    rows = load_conversations(dataset) if isinstance(dataset, (str, os.PathLike)) else as_conversations(dataset)
+    from_file = isinstance(dataset, (str, os.PathLike))
+    rows = load_conversations(dataset) if from_file else as_conversations(dataset)
     with claim_sft_directory(out_dir, conversations_digest(rows), student, resolved, merge=merge):
         return _launch_sft(
-            dataset, student, out_dir, settings=resolved, num_processes=num_processes,
+            dataset if from_file else rows, student, out_dir, settings=resolved, num_processes=num_processes,
             accelerate_config=accelerate_config, cpu=cpu, merge=merge, main_process_port=main_process_port, env=env,
             log_path=log_path, timeout=timeout,
         )
@@ -179,7 +179,7 @@ def _launch_sft(
     log_path: str | os.PathLike[str] | None,
     timeout: float | None,
 ) -> SFTResult:
-    """:func:`launch_sft` once the output directory is claimed."""
+    """:func:`launch_sft` once the output directory is claimed (by the caller: the ranks must not claim it)."""
     import torch
 
     if num_processes < 1:
@@ -242,7 +242,7 @@ def run_sft(
     with claim_sft_directory(out_dir, conversations_digest(conversations), student, settings, merge=merge):
         out = Path(out_dir)
         data_path = out / SFT_DATA_FILENAME
-        conversations.to_json(str(data_path))
+        dataset.to_json(str(data_path))  # with the provenance columns (task, env, score) the conversations lack
         if num_processes > 1:
             return _launch_sft(
                 data_path, student, out, settings=settings, num_processes=num_processes,
@@ -252,9 +252,18 @@ def run_sft(
         return train_sft(conversations, student, out, settings, merge=merge)
 
 
-RESUMABLE_SETTINGS = frozenset({"max_steps", "epochs", "logging_steps", "wandb_project", "wandb_run_name", "wandb_samples"})
-"""SFT settings a rerun may change and still resume its directory: a longer schedule trains further from the
-last checkpoint, and logging choices do not change what is trained."""
+RESUMABLE_SETTINGS = frozenset(
+    {
+        "max_steps", "epochs", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
+        "wandb_project", "wandb_run_name", "wandb_samples",
+    }
+)
+"""SFT settings a rerun may change and still resume its directory. Raising ``max_steps`` or ``epochs`` trains
+further from the last checkpoint: the optimizer and scheduler state carry over, and the schedule stretches to
+the new length (how a user extends a run that stopped too early). When metrics are logged, when checkpoints are
+written and how many are kept, and where W&B logs do not change what is trained. Everything else (data,
+student, learning rate, batch shape, LoRA shape, sequence length, masking inputs) would resume weights that
+another configuration produced, so it is part of the run's identity."""
 
 
 def conversations_digest(conversations: Dataset) -> str:
@@ -267,13 +276,15 @@ def conversations_digest(conversations: Dataset) -> str:
 
 
 def claim_sft_directory(
-    out_dir: str | os.PathLike[str], data_digest: str | None, student: str, settings: SFTSettings, *, merge: bool
+    out_dir: str | os.PathLike[str], data_digest: str, student: str, settings: SFTSettings, *, merge: bool
 ) -> RunDirectory:
     """Make ``out_dir`` this SFT run's directory, or resume it (:func:`agentdistill.runs.claim_run_directory`).
 
     The identity is the training data's digest, the student and the settings: another dataset, student or
     setting would otherwise resume a checkpoint it did not make (and, for a model from the hub, train zero
-    steps and overwrite the other run's results). Called once, by the process that launches training.
+    steps and overwrite the other run's results). Called once, by the process that launches training: under
+    ``accelerate launch`` every rank runs :func:`~agentdistill.distill.sft.train_sft`, and ranks fighting over
+    the directory's lock would refuse each other. The caller releases the claim when training ends.
     """
     identity = {"data_sha256": data_digest, "student": student, "merge": merge, **settings.to_dict()}
     return claim_run_directory(out_dir, command="distill", identity=identity, may_change=RESUMABLE_SETTINGS)

@@ -31,6 +31,9 @@ Output directory (``out_dir``), which :class:`~agentdistill.policies.hf.HFPolicy
 * ``out_dir/base``: for ``scratch:*`` students, the initial model and tokenizer. It is built once (by the main
   process) and reused by every other process and by resumed runs, so all of them share one tokenizer; LoRA
   adapters of scratch students record this directory (an absolute path) as their base.
+* ``out_dir/agentdistill-run.json``: the run's identity (training rows' digest, student, settings), written by
+  :func:`~agentdistill.distill.launch.run_sft` and ``launch_sft`` before anything else. They refuse a directory
+  of another run or of other files; :func:`train_sft` itself, which every rank of a launch runs, does not check.
 * ``out_dir/checkpoint-N``: trainer checkpoints; a rerun with the same ``out_dir`` resumes from the last one.
 * ``out_dir/sft_settings.yaml``, ``out_dir/sft_result.json``: what ran and what came out.
 * ``out_dir/ranks/rank-K.json``: per process, the world size and backend it saw and the steps it ran.
@@ -318,6 +321,16 @@ def _load_or_build_scratch_base(
     save_student(model, tokenizer, base_dir)
     marker.write_text(json.dumps(fingerprint) + "\n", encoding="utf-8")
     logger.info("built %s (%d parameters, vocabulary %d) in %s", spec, model.num_parameters(), len(tokenizer), base_dir)
+
+
+def saved_scratch_base(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The scratch student an SFT run built in ``run_dir/base`` (``None`` for runs of hub or local students).
+
+    A LoRA adapter of a scratch student records that directory by its absolute path, which no longer exists
+    once the run directory is moved or copied; the run's own ``base`` is the adapter's base wherever it lies.
+    """
+    base_dir = Path(run_dir) / BASE_DIRNAME
+    return base_dir if (base_dir / _BASE_FINGERPRINT).is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------------- masking
@@ -734,26 +747,40 @@ def _merge_adapter(base_model: str, adapter_dir: Path, merged_dir: Path, dtype: 
 def _wandb_run(
     settings: SFTSettings, out: Path, student_spec: str, prepared: PreparedSFT, *, enabled: bool
 ) -> Iterator[Any]:
-    """The main process's W&B run (files under ``out/wandb``), or ``None``; the W&B directory variables that
-    :func:`agentdistill.tracking.start_wandb_run` sets are restored afterwards, so a later run in the same
-    process writes under its own directory. transformers' ``WandbCallback`` reuses this run."""
-    if not (enabled and settings.wandb_project):
+    """The main process's W&B run of an SFT run (see :func:`training_wandb_run`), or ``None``."""
+    config = {
+        "sft": settings.to_dict(),
+        "student": student_spec,
+        "base_model": prepared.base_model,
+        "masking": prepared.masking,
+        "num_examples": len(prepared.conversations),
+        "world_size": prepared.trainer.args.world_size,
+    }
+    name = settings.wandb_run_name or out.name
+    with training_wandb_run(settings.wandb_project, out, config, name=name, enabled=enabled) as run:
+        yield run
+
+
+@contextmanager
+def training_wandb_run(
+    project: str | None, out: Path, config: Mapping[str, Any], *, name: str, enabled: bool
+) -> Iterator[Any]:
+    """A training run's W&B run (files under ``out/wandb``; offline without credentials), or ``None`` when
+    ``project`` is unset or this is not the main process. transformers' ``WandbCallback`` logs into it.
+
+    The W&B directory variables that :func:`agentdistill.tracking.start_wandb_run` sets for the process are
+    restored afterwards: a later run in the same process would otherwise keep its cache and settings in this
+    run's directory. A run that raises is marked failed.
+    """
+    if not (enabled and project):
         yield None
         return
     from agentdistill.tracking import start_wandb_run
 
-    saved = {name: os.environ.get(name) for name in _WANDB_DIRECTORY_VARIABLES}
+    saved = {variable: os.environ.get(variable) for variable in _WANDB_DIRECTORY_VARIABLES}
     run = None
     try:
-        config = {
-            "sft": settings.to_dict(),
-            "student": student_spec,
-            "base_model": prepared.base_model,
-            "masking": prepared.masking,
-            "num_examples": len(prepared.conversations),
-            "world_size": prepared.trainer.args.world_size,
-        }
-        run = start_wandb_run(settings.wandb_project, out, config, name=settings.wandb_run_name or out.name)
+        run = start_wandb_run(project, out, config, name=name)
         yield run
     except BaseException:
         if run is not None:
@@ -763,11 +790,11 @@ def _wandb_run(
     finally:
         if run is not None:
             run.finish()
-        for name, value in saved.items():
+        for variable, value in saved.items():
             if value is None:
-                os.environ.pop(name, None)
+                os.environ.pop(variable, None)
             else:
-                os.environ[name] = value
+                os.environ[variable] = value
 
 
 def _log_samples(run: Any, prepared: PreparedSFT, count: int) -> None:

@@ -143,3 +143,29 @@ def test_the_cot_suite_writes_a_cot_table(tmp_path: Path) -> None:
     assert not (tmp_path / "cot-rag" / "AgentMath-Synthetic-v0.jsonl").exists()
     math_records = list(read_trajectories(tmp_path / "cot" / "AgentMath-Synthetic-v0.jsonl"))
     assert len(math_records) == 3 and all(record["rag"] is False for record in math_records)
+
+
+def test_cot_evaluation_leaves_a_directory_of_the_users_files_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.md").write_text("my notes")
+    policy = Fixed("\\boxed{0}")
+    with pytest.raises(OutputConflictError, match=r"already holds files that no agentdistill run wrote here \(notes.md\)"):
+        evaluate_cot(policy, "AgentMath-Synthetic-v0", {"split": "test"}, limit=2, out_dir=tmp_path)
+    assert policy.calls == 0 and [path.name for path in tmp_path.iterdir()] == ["notes.md"]
+
+
+def test_answer_files_written_before_run_identities_still_resume(tmp_path: Path) -> None:
+    out = tmp_path / "cot.jsonl"
+    env = gym.make("AgentMath-Synthetic-v0", split="test")
+    try:
+        collect_cot(ExpertPolicy(), env, range(3), out=out)
+        legacy = [json.loads(line) for line in out.read_text().splitlines()]
+        for record in legacy:  # older versions recorded no run identity (and CoT records no sampling or SAG)
+            del record["run"]
+        out.write_text("".join(json.dumps(record) + "\n" for record in legacy))
+        assert collect_cot(ExpertPolicy(), env, range(4), out=out) == 1
+        before = out.read_bytes()
+        with pytest.raises(OutputConflictError, match="rag: False before, True now"):
+            collect_cot(ExpertPolicy(), env, range(4), rag=True, out=out)
+        assert out.read_bytes() == before
+    finally:
+        env.close()

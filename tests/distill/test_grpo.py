@@ -8,6 +8,9 @@ group of episodes gets different rewards: the advantages that reach the loss are
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -268,12 +271,28 @@ def test_rl_cli_trains_logs_offline_loads_and_resumes(memorised_student: Path, t
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == before
 
 
-def test_lora_run_saves_an_adapter_and_checkpoints_that_load_as_students(memorised_student: Path, tmp_path: Path) -> None:
+@pytest.fixture()
+def no_wandb_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $HOME and no W&B credentials, mode or directories: a tracked run must go offline, under its
+    output directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_lora_run_saves_an_adapter_and_checkpoints_that_load_as_students(
+    memorised_student: Path, tmp_path: Path, no_wandb_login: Path
+) -> None:
     out = tmp_path / "lora"
-    result = train_grpo(
-        ENV_ID, f"hf:{memorised_student}", out, tiny_settings(max_steps=1, lora=True, lora_r=4, lora_alpha=8), progress=False
-    )
+    settings = tiny_settings(max_steps=1, lora=True, lora_r=4, lora_alpha=8, wandb_project="agentdistill-test")
+    result = train_grpo(ENV_ID, f"hf:{memorised_student}", out, settings, progress=False)
     assert result.global_step == 1
+    assert result.wandb_dir == str(out.resolve() / "wandb") and list((out / "wandb").glob("**/offline-run-*"))
+    assert not any(no_wandb_login.rglob("*")), f"files written under $HOME: {list(no_wandb_login.rglob('*'))}"
+    assert "WANDB_DIR" not in os.environ  # the run's directory settings do not leak into later runs
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     request = [PolicyRequest(messages=({"role": "user", "content": "Task: x"},))]
     for directory in (out, out / "checkpoint-1"):
@@ -282,45 +301,114 @@ def test_lora_run_saves_an_adapter_and_checkpoints_that_load_as_students(memoris
             assert policy.generate(request, SamplingParams(max_new_tokens=2))[0][0].completion_tokens >= 1
 
 
-@pytest.mark.parametrize("lora", [True, False], ids=["continue-adapter", "merge-adapter"])
-def test_rl_starts_from_a_lora_student_as_distill_wrote_it(tmp_path: Path, lora: bool) -> None:
-    """A LoRA student from a real (short) SFT run of a scratch student: its adapter is trained further with LoRA
-    settings, merged into its base for full fine-tuning; the held-out check before training scores the student
-    as distilled."""
+@pytest.fixture(scope="module")
+def lora_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA student as ``agentdistill distill`` writes it: a real short SFT run of a scratch student on expert
+    episodes (adapter, tokenizer and the scratch base inside the run). The high learning rate moves the adapter
+    well away from its base, so a start or a reference without it would show."""
     from agentdistill.distill.launch import run_sft
     from agentdistill.distill.sft import SFTSettings
     from agentdistill.distill.sft_data import trajectories_to_dataset
 
-    teacher = tmp_path / "teacher.jsonl"
+    directory = tmp_path_factory.mktemp("lora-student")
+    teacher = directory / "teacher.jsonl"
     envs = make_rollout_envs(ENV_ID, 2, max_steps=3, prompt_variant="short")
     try:
         run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=range(4), out=str(teacher), progress=False)
     finally:
         envs.close()
-    dataset, _ = trajectories_to_dataset([teacher])
-    student = tmp_path / "student"
+    dataset, _ = trajectories_to_dataset([teacher], report=False)
+    student = directory / "student"
     sft = SFTSettings.from_yaml(REPO / "configs" / "distill" / "sft_cpu_tiny.yaml").replace(
-        lora=True, lora_r=4, lora_alpha=8, max_steps=2, scratch_vocab_size=600
+        lora=True, lora_r=4, lora_alpha=8, max_steps=2, learning_rate=2e-2, scratch_vocab_size=600
     )
     run_sft(dataset, "scratch:tiny", student, settings=sft)
     assert (student / "adapter_config.json").is_file() and not (student / "model.safetensors").exists()
+    return student
 
+
+def _first_step_kl(out: Path) -> float:
+    return float(json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["log_history"][0]["kl"])
+
+
+def _episodes_of(path: Path) -> list[tuple[int, list[str]]]:
+    return sorted((r["task_index"], [m["content"] for m in r["messages"]]) for r in read_trajectories(path))
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["continue-adapter", "merge-adapter"])
+def test_rl_starts_from_a_lora_student_as_distill_wrote_it(lora_student: Path, tmp_path: Path, lora: bool) -> None:
+    """With LoRA settings the student's adapter is trained further, with full fine-tuning it is merged into its
+    base; either way the held-out check before training plays the student as distilled, and the KL reference
+    is the distilled student (not its base)."""
+    from safetensors.torch import load_file
+
+    from agentdistill.distill.grpo import evaluate_student
+
+    student = shutil.copytree(lora_student, tmp_path / "moved-student")  # the adapter records the old base path
+    base = student / "base"
+    spec = f"hf:{student}" if lora else f"hf:{base}@{student}"
     out = tmp_path / "rl"
-    result = train_grpo(
-        ENV_ID, f"hf:{student}", out, tiny_settings(max_steps=1, lora=lora, eval_tasks=2, train_tasks=2), progress=False
-    )
+    # held-out episodes sampled, not greedy: this student's greedy episodes are its base's too
+    settings = tiny_settings(max_steps=1, lora=lora, eval_tasks=2, train_tasks=2, eval_temperature=1.0)
+    result = train_grpo(ENV_ID, spec, out, settings, progress=False)
+
     assert result.global_step == 1 and result.before is not None and result.before.episodes == 2
     assert result.start == ("adapter continued" if lora else "adapter merged")
-    assert result.start_model == f"{student / 'base'} + adapter {student}"
+    assert result.start_model == f"{base} + adapter {student}"
     assert json.loads((out / "rl_result.json").read_text())["start"] == result.start
-    if lora:  # the same adapter, trained further: same rank, other weights
-        assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    with HFPolicy(str(base), adapter=str(student)) as distilled:  # the student as distill wrote it
+        evaluate_student(distilled, ENV_ID, settings, tmp_path / "distilled.jsonl", progress=False)
+    assert _episodes_of(out / "eval_before.jsonl") == _episodes_of(tmp_path / "distilled.jsonl")
+    if lora:  # the same adapter, trained further; TRL's reference is a frozen copy of it as distilled
+        adapter_config = json.loads((out / "adapter_config.json").read_text())
+        assert adapter_config["r"] == 4 and adapter_config["base_model_name_or_path"] == str(base)
         assert not (out / "model.safetensors").exists()
-    else:
+        distilled_weights = load_file(student / "adapter_model.safetensors")
+        reference = load_file(out / "ref" / "adapter_model.safetensors")
+        assert reference.keys() == distilled_weights.keys()
+        assert all(torch.equal(reference[key], distilled_weights[key]) for key in reference)
+    else:  # the reference is the merged student: before the first update the policy is the reference itself
         assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+        assert _first_step_kl(out) == pytest.approx(0.0, abs=1e-7)
     with HFPolicy(str(out)) as policy:
         request = [PolicyRequest(messages=({"role": "user", "content": "Task: x"},))]
         assert policy.generate(request, SamplingParams(max_new_tokens=2))[0][0].completion_tokens >= 1
+
+
+def _snapshot(directory: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def test_rl_refuses_another_runs_directory_and_foreign_files_before_loading_anything(tmp_path: Path) -> None:
+    """Refused before any model loads (the policies named here do not exist) and before a byte is written."""
+    from agentdistill.distill.grpo import claim_rl_directory
+    from agentdistill.errors import OutputConflictError
+
+    settings = tiny_settings(max_steps=1)
+    out = tmp_path / "rl"
+    claim_rl_directory(out, ENV_ID, "hf:students/first", settings).release()  # what the first run's launcher claimed
+    (out / "checkpoint-1").mkdir()
+    (out / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
+    kept = _snapshot(out)
+    attempts = (
+        (lambda: train_grpo(ENV_ID, "hf:students/other", out, settings, progress=False),
+         "policy: 'hf:students/first' before, 'hf:students/other' now"),
+        (lambda: train_grpo("AgentQA-Synthetic-v0", "hf:students/first", out, settings, progress=False),
+         f"env_id: '{ENV_ID}' before, 'AgentQA-Synthetic-v0' now"),
+        (lambda: launch_grpo(ENV_ID, "hf:students/first", out, settings=settings.replace(temperature=0.7), cpu=True),
+         "temperature: 1.0 before, 0.7 now"),
+    )
+    for attempt, difference in attempts:
+        expected = rf"holds another `agentdistill rl` run \({re.escape(difference)}\)"
+        with pytest.raises(OutputConflictError, match=expected):
+            attempt()
+        assert _snapshot(out) == kept
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "draft.tex").write_text("\\section{Results}")
+    with pytest.raises(OutputConflictError, match=r"no agentdistill run wrote here \(draft.tex\)"):
+        train_grpo(ENV_ID, "hf:students/first", foreign, settings, progress=False)
+    assert _snapshot(foreign) == {foreign / "draft.tex": b"\\section{Results}"}
 
 
 def test_launch_runs_two_cpu_processes(memorised_student: Path, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ env) without their final observation, as the trajectory converter will produce t
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +383,9 @@ def test_run_sft_refuses_another_runs_directory_before_writing_and_resumes_its_o
         with pytest.raises(OutputConflictError, match=rf"holds another `agentdistill distill` run \({re.escape(difference)}"):
             run_sft(dataset, student, out, settings=changed)
         assert _snapshot(out) == kept, "nothing of the first run was touched, no sft_data.jsonl rewritten"
+    with pytest.raises(OutputConflictError, match=r"holds another `agentdistill distill` run \(data_sha256: "):
+        launch_sft(other_data, "scratch:tiny", out, settings=settings, num_processes=2, cpu=True)  # before launching
+    assert _snapshot(out) == kept
     # the same run with a larger step budget resumes its own checkpoint
     resumed = run_sft(data, "scratch:tiny", out, settings=settings.replace(max_steps=3))
     assert resumed.resumed_from is not None and resumed.global_step == 3

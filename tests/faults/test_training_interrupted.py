@@ -1,12 +1,12 @@
 """Fault: SFT training is killed and restarted with the same output directory.
 
 ``tests/distill/test_sft.py::test_rerun_resumes_from_the_last_checkpoint`` covers a run that *finished*
-and is continued with more steps. Here the run is really interrupted: a training process
-(``python -m agentdistill.distill.sft``, what ``agentdistill distill`` and every accelerate rank run) is
+and is continued with more steps. Here the run is really interrupted: ``agentdistill distill`` is
 SIGKILLed between two checkpoints, and the rerun must resume from the last one and run only the
-missing steps. A kill can also land while a checkpoint is being written (the Trainer writes the
-model first and ``trainer_state.json`` last, so the newest directory is then incomplete); the rerun
-must then resume from the checkpoint before it instead of failing.
+missing steps; the killed run's claim on the directory (its manifest and lock) must let its own rerun in.
+A kill can also land while a checkpoint is being written (the Trainer writes the model first and
+``trainer_state.json`` last, so the newest directory is then incomplete); the rerun must then resume
+from the checkpoint before it instead of failing.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import agentdistill  # noqa: F401 - registers the env ids
+from agentdistill.distill.launch import run_sft
 from agentdistill.distill.sft import SFTSettings, load_conversations, train_sft
 from agentdistill.distill.sft_data import trajectories_to_dataset
 from agentdistill.policies.expert import ExpertPolicy
@@ -34,18 +35,23 @@ TRAINER_STATE = "trainer_state.json"
 
 
 @pytest.fixture(scope="module")
-def conversations_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight expert math conversations as a JSONL file of ``{"messages": [...]}`` rows."""
-    directory = tmp_path_factory.mktemp("sft-data")
-    trajectories = directory / "expert.jsonl"
+def expert_trajectories(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight expert episodes of synthetic math tasks, as ``agentdistill rollout`` writes them."""
+    trajectories = tmp_path_factory.mktemp("trajectories") / "expert.jsonl"
     envs = make_rollout_envs("AgentMath-Synthetic-v0", 4)
     try:
         run_rollouts(envs, ExpertPolicy(), env_id="AgentMath-Synthetic-v0", task_indices=range(8),
                      out=str(trajectories), progress=False)
     finally:
         envs.close()
-    dataset, _ = trajectories_to_dataset([trajectories], report=False)
-    path = directory / "conversations.jsonl"
+    return trajectories
+
+
+@pytest.fixture(scope="module")
+def conversations_file(expert_trajectories: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The expert episodes' conversations as a JSONL file of ``{"messages": [...]}`` rows."""
+    dataset, _ = trajectories_to_dataset([expert_trajectories], report=False)
+    path = tmp_path_factory.mktemp("sft-data") / "conversations.jsonl"
     path.write_text("".join(json.dumps({"messages": row}) + "\n" for row in dataset["messages"]), encoding="utf-8")
     return path
 
@@ -74,13 +80,15 @@ def quiet_environment(home: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(300)
-def test_training_sigkilled_between_checkpoints_resumes_from_the_last_one(conversations_file: Path, tmp_path: Path) -> None:
+def test_training_sigkilled_between_checkpoints_resumes_from_the_last_one(
+    expert_trajectories: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "student"
     config = tmp_path / "sft.yaml"
     settings(max_steps=200).to_yaml(config)
     command = [
-        sys.executable, "-m", "agentdistill.distill.sft", "--dataset", str(conversations_file),
-        "--student", "scratch:tiny", "--out", str(out), "--config", str(config),
+        str(Path(sys.executable).with_name("agentdistill")), "distill", "--trajectories", str(expert_trajectories),
+        "--student", "scratch:tiny", "--out", str(out), "--config", str(config), "--no-wandb",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=quiet_environment(tmp_path))
     try:
@@ -101,7 +109,8 @@ def test_training_sigkilled_between_checkpoints_resumes_from_the_last_one(conver
     history = json.loads((out / f"checkpoint-{last}" / TRAINER_STATE).read_text(encoding="utf-8"))["log_history"]
     assert not (out / "sft_result.json").exists()  # it really died mid-run
 
-    resumed = train_sft(load_conversations(conversations_file), "scratch:tiny", out, settings(max_steps=last + 2))
+    dataset, _ = trajectories_to_dataset([expert_trajectories], report=False)  # what `agentdistill distill` trains on
+    resumed = run_sft(dataset, "scratch:tiny", out, settings=settings(max_steps=last + 2))
     assert resumed.resumed_from == str(out.resolve() / f"checkpoint-{last}")
     assert resumed.global_step == last + 2
     assert json.loads((out / "ranks" / "rank-0.json").read_text())["steps"] == 2  # only the missing steps ran
@@ -112,7 +121,7 @@ def test_training_sigkilled_between_checkpoints_resumes_from_the_last_one(conver
 def test_training_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
     conversations_file: Path, tmp_path: Path
 ) -> None:
-    """Fails until ``prepare_sft`` skips incomplete checkpoints (see the fix in the issue notes)."""
+    """A checkpoint without ``trainer_state.json`` (written last) is incomplete: the rerun skips it."""
     out = tmp_path / "student"
     data = load_conversations(conversations_file)
     first = train_sft(data, "scratch:tiny", out, settings(max_steps=2))
