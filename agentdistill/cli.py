@@ -359,6 +359,9 @@ def _wandb_project(args: argparse.Namespace, configured: str | None) -> str | No
 def _run_index_build(args: argparse.Namespace) -> None:
     _check_output(args.out, "directory", model=True)
     _check_input_file(args.corpus, "corpus")
+    from agentdistill.envs.tools.retrieval.index_store import check_corpus
+
+    check_corpus(args.corpus)  # a malformed corpus fails now, not after the encoder has loaded
     from agentdistill.envs.tools.retrieval.encoders import DEFAULT_ENCODER, TextEncoder
     from agentdistill.envs.tools.retrieval.index_store import build_index
 

@@ -169,3 +169,14 @@ def test_a_settings_file_that_is_not_yaml_names_the_file_and_line(tmp_path: Path
     )
     assert message.startswith("sft.yaml: not valid YAML (line 3, column 7): ")
     assert not (tmp_path / "s").exists()
+
+
+def test_index_build_checks_the_corpus_format_before_loading_an_encoder(tmp_path: Path) -> None:
+    (tmp_path / "notes.jsonl").write_text("not a corpus\n")
+    message = _one_line_error(
+        _agentdistill("index", "build", "--corpus", "notes.jsonl", "--encoder", "no/such-encoder", "--out", "index",
+                      cwd=tmp_path),
+        "index build",
+    )
+    assert message.startswith("notes.jsonl: starts with 'n', not JSON or JSON Lines")
+    assert not (tmp_path / "index").exists()

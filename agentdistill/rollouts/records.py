@@ -36,8 +36,9 @@ RECORD_PREFIX = b'{"version": '
 _RECORD_KEYS = ("env_id", "task_index", "messages")
 """Keys every trajectory record has: a JSON object without them is not a record."""
 
-_LEGACY_IDENTITY_KEYS = ("env_id", "policy", "sampling", "sag")
-"""What records written before run identities existed still say about their run."""
+_LEGACY_IDENTITY_KEYS = ("env_id", "policy", "sampling", "sag", "rag")
+"""What records written before run identities existed may say about their run (agent records name the
+sampling and SAG; chain-of-thought records name neither, but say whether RAG was on)."""
 
 _EXCERPT_CHARS = 60
 
@@ -116,7 +117,7 @@ def recorded_identity(record: Mapping[str, Any]) -> dict[str, Any]:
     """The run identity a record carries (for records older than identities: the parts they record)."""
     if isinstance(record.get("run"), Mapping):
         return dict(record["run"])
-    return {key: record.get(key) for key in _LEGACY_IDENTITY_KEYS}
+    return {key: record[key] for key in _LEGACY_IDENTITY_KEYS if key in record}
 
 
 class TrajectoryWriter:

@@ -52,7 +52,7 @@ def _render_step(number: int, step: dict[str, Any]) -> Group:
     if step.get("sag"):
         sag = step["sag"]
         header += f"  (SAG: {sag.get('valid')}/{sag.get('candidates')} valid, {sag.get('votes')} votes)"
-    lines.append(Text(header, style="bold cyan"))
+    lines.append(Text(visible(header), style="bold cyan"))
     if step.get("policy_error"):
         lines.append(Text(visible(f"policy error: {step['policy_error']}"), style="red"))
         return Group(*lines)

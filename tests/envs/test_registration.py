@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import subprocess
 import sys
+import warnings
 
 import gymnasium as gym
 import pytest

@@ -32,6 +32,7 @@ def test_control_characters_of_the_data_are_shown_not_sent_to_the_terminal(tmp_p
     hostile = "\x1b[2J\x1b]0;pwned\x07\rclear\x9b31m"
     record["steps"][0]["observation"] = hostile + "\nsecond line\tend"
     record["answer"] = hostile
+    record["steps"][0]["sag"] = {"valid": hostile, "candidates": 3, "votes": 2}
     out.write_text(json.dumps(record) + "\n")
     console, buffer = _console()
     assert show_file(out, console=console) == 1

@@ -84,3 +84,27 @@ def test_title_text_documents_are_encoded_as_before() -> None:
 
     assert passage_text(Document(title="Paris", text="Capital of France.")) == "Paris\nCapital of France."
     assert passage_text(Document(title="", text="untitled")) == "untitled"
+
+
+def test_a_bad_corpus_fails_before_any_encoder_is_loaded(tmp_path: Path) -> None:
+    """The encoder named here does not exist: reaching it would fail with a model error, not the corpus's."""
+    from agentdistill.envs.data import DataFormatError
+    from agentdistill.envs.tools.retrieval.index_store import check_corpus
+
+    assert check_corpus(WIKI_SAMPLE) == "jsonl"
+    listed = tmp_path / "paragraphs.json"
+    listed.write_text(json.dumps([{"title": "Paris", "text": "Capital of France."}]), encoding="utf-8")
+    assert check_corpus(listed) == "json"
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "1", "contents": "\\"A\\"\\nfine"}\n{"id": 2, "contents": ', encoding="utf-8")
+    assert check_corpus(broken) == "jsonl"  # only the first document is read: cheap on a 13 GB corpus
+    not_a_corpus = tmp_path / "rows.jsonl"
+    not_a_corpus.write_text('{"question": "q"}\n', encoding="utf-8")
+    out = tmp_path / "index"
+    for corpus, error in ((tmp_path / "absent.jsonl", FileNotFoundError), (not_a_corpus, DataFormatError)):
+        with pytest.raises(error, match=corpus.name):
+            check_corpus(corpus)
+        with pytest.raises(error, match=corpus.name):
+            build_index(corpus, out, encoder=str(tmp_path / "no-such-encoder"), progress=False)
+        assert not out.exists()
