@@ -844,6 +844,8 @@ def _grpo_config(settings: GRPOSettings, out: Path) -> Any:
     """TRL's ``GRPOConfig`` for ``settings``; creating it also joins the process group under a launcher."""
     from trl import GRPOConfig
 
+    from agentdistill.distill.sft import checkpointing_arguments
+
     cuda = torch.cuda.is_available() and not _forced_cpu()
     use_vllm = settings.rollout_backend == "vllm"
     return GRPOConfig(
@@ -869,8 +871,7 @@ def _grpo_config(settings: GRPOSettings, out: Path) -> Any:
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
         bf16=cuda and _use_bf16(settings),
-        activation_checkpointing=settings.gradient_checkpointing,
-        gradient_checkpointing=None,
+        **checkpointing_arguments(GRPOConfig, settings.gradient_checkpointing),
         use_cpu=not cuda,
         ddp_find_unused_parameters=False,
         dataloader_pin_memory=cuda,

@@ -622,6 +622,19 @@ def train_sft(
     return result
 
 
+def checkpointing_arguments(config_class: type, enabled: bool) -> dict[str, Any]:
+    """The training-arguments keywords that switch activation checkpointing on or off for ``config_class``.
+
+    transformers 5.23 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and keeps the old name
+    as a deprecated alias (which TRL's configs default to ``True``, so it must be cleared); earlier versions,
+    such as the one vLLM's newest releases pin, know only the old name and refuse the new one.
+    """
+    names = {entry.name for entry in dataclasses.fields(config_class)}
+    if "activation_checkpointing" in names:
+        return {"activation_checkpointing": enabled, "gradient_checkpointing": None}
+    return {"gradient_checkpointing": enabled}
+
+
 def _sft_config(settings: SFTSettings, out: Path) -> Any:
     """TRL's ``SFTConfig`` for ``settings``; creating it also joins the process group under a launcher."""
     from trl import SFTConfig
@@ -649,8 +662,7 @@ def _sft_config(settings: SFTSettings, out: Path) -> Any:
         packing=settings.packing,
         bf16=bf16,
         fp16=False,
-        activation_checkpointing=settings.gradient_checkpointing,
-        gradient_checkpointing=None,  # transformers 5's deprecated alias (TRL defaults it to True)
+        **checkpointing_arguments(SFTConfig, settings.gradient_checkpointing),
         use_cpu=not cuda,  # on CPU, ranks started by torchrun then form a gloo group (accelerate's MULTI_CPU)
         ddp_find_unused_parameters=False,  # every trainable parameter of a causal LM gets a gradient
         dataloader_pin_memory=cuda,

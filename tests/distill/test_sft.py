@@ -401,3 +401,25 @@ def test_run_sft_refuses_a_directory_of_other_files(conversations: list[Conversa
     with pytest.raises(OutputConflictError, match=r"no agentdistill run wrote here \(thesis.pdf\)"):
         run_sft(Dataset.from_list([{"messages": conversations[0]}]), "scratch:tiny", tmp_path, settings=cpu_settings())
     assert [path.name for path in tmp_path.iterdir()] == ["thesis.pdf"]
+
+
+def test_checkpointing_keywords_fit_the_installed_and_older_transformers() -> None:
+    """transformers 5.23 added `activation_checkpointing`; the versions vLLM pins know only
+    `gradient_checkpointing`, and a config built with the new keyword raises TypeError there."""
+    import dataclasses
+
+    from trl import GRPOConfig, SFTConfig
+
+    from agentdistill.distill.sft import checkpointing_arguments
+
+    @dataclasses.dataclass
+    class OlderTrainingArguments:  # the field set of transformers < 5.23, as far as checkpointing goes
+        output_dir: str = "x"
+        gradient_checkpointing: bool = False
+
+    assert checkpointing_arguments(OlderTrainingArguments, True) == {"gradient_checkpointing": True}
+    OlderTrainingArguments(**checkpointing_arguments(OlderTrainingArguments, True))
+    for config_class in (SFTConfig, GRPOConfig):
+        arguments = checkpointing_arguments(config_class, False)
+        names = {entry.name for entry in dataclasses.fields(config_class)}
+        assert set(arguments) <= names
