@@ -1,0 +1,1 @@
+"""The paper's protocol (``protocol="paper"``): its prompt texts, observation formats and step rules."""
