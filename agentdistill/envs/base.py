@@ -14,6 +14,7 @@ grader (see :class:`CodeActEnv`'s abstract methods).
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import asdict
 from typing import Any, Collection, Mapping, Sequence
 
@@ -28,9 +29,15 @@ from agentdistill.envs.codeact import (
     truncate_middle,
 )
 from agentdistill.envs.graders import Grader
+from agentdistill.errors import UserError
 from agentdistill.envs.graders.qa import normalize_answer as normalize_qa_answer
 from agentdistill.envs.prompts import FINAL_ANSWER_TOOL, PromptVariant, ToolSpec, build_system_prompt
-from agentdistill.envs.sag import CandidateOutcome, decode_candidates, select_candidate, vote_key
+from agentdistill.envs.paper.codeact import PaperParse
+from agentdistill.envs.paper.codeact import assistant_turn as paper_assistant_turn
+from agentdistill.envs.paper.codeact import parse_action as paper_parse_action
+from agentdistill.envs.paper.prompts import PaperPrompts
+from agentdistill.envs.paper.protocol import PROTOCOLS, PaperEpisode, Protocol, paper_module_roots
+from agentdistill.envs.sag import CandidateOutcome, decode_sag, select_candidate, vote_key
 from agentdistill.envs.spaces import BoundedText
 from agentdistill.envs.tasks import Task
 from agentdistill.envs.tools.sandbox import SandboxLimits, SandboxSpec, make_sandbox
@@ -56,6 +63,11 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
             :func:`agentdistill.envs.tools.sandbox.make_sandbox`.
         sandbox_limits: time, memory and output limits for the code.
         render_mode: ``"ansi"`` to get the episode transcript from :meth:`render`.
+        protocol: ``"agentdistill"`` (our prompts and observation texts) or ``"paper"``: the paper's agent byte
+            for byte (its system prompts, task turn, observation, error and document texts, tools and imports;
+            :mod:`agentdistill.envs.paper.protocol`), for reproducing its numbers.
+        prompts_dir: with ``protocol="paper"``, the directory holding the paper's prompt files
+            (:data:`agentdistill.envs.paper.prompts.PROMPT_FILES`).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}
@@ -72,8 +84,18 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         sandbox: SandboxSpec = "local",
         sandbox_limits: SandboxLimits | None = None,
         render_mode: str | None = None,
+        protocol: Protocol = "agentdistill",
+        prompts_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _require_positive_int("max_steps", max_steps)
+        if protocol not in PROTOCOLS:
+            raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        if prompts_dir is not None and protocol != "paper":
+            raise UserError("prompts_dir is read only with protocol='paper'; pass protocol='paper' too")
+        self.protocol: Protocol = protocol
+        self._paper = PaperEpisode(PaperPrompts.load(prompts_dir)) if protocol == "paper" else None
+        if self._paper is not None:
+            self.allowed_imports = paper_module_roots()
         _require_positive_int("max_observation_chars", max_observation_chars)
         _require_positive_int("max_action_chars", max_action_chars)
         if prompt_variant not in ("full", "short"):
@@ -139,6 +161,8 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
 
     def system_prompt(self, variant: PromptVariant | None = None) -> str:
         """The CodeAct system prompt with this env's tools, in the given (or the env's) variant."""
+        if self._paper is not None:
+            return self._paper.prompts.system_prompt(variant or self.prompt_variant)
         return build_system_prompt(
             [*self._tool_specs(), FINAL_ANSWER_TOOL],
             variant=variant or self.prompt_variant,
@@ -166,9 +190,16 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         self._done = False
         self._ensure_sandbox().reset()
         self._prepare_task(task)
-        observation = truncate_middle(f"Task: {task.question}", self.max_observation_chars)
+        if self._paper is not None:
+            self._paper.start()
+            observation = self._paper.prompts.task_turn(task.question)
+        else:
+            observation = truncate_middle(f"Task: {task.question}", self.max_observation_chars)
         self._transcript = [observation]
-        info = {**described, "system_prompt": self.system_prompt(), "isolation": self._ensure_sandbox().isolation}
+        info = {
+            **described, "system_prompt": self.system_prompt(), "isolation": self._ensure_sandbox().isolation,
+            "protocol": self.protocol,
+        }
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -182,14 +213,16 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
             raise RuntimeError("step() called on a finished or never-started episode: call reset() first")
         if not isinstance(action, str):
             raise TypeError(f"an action is the text a model wrote (str), got {type(action).__name__}")
+        if self._paper is not None:
+            return self._paper_step(action)
         self._steps += 1
-        candidates = decode_candidates(action)
-        if candidates is None:
+        decoded = decode_sag(action)
+        if decoded is None:
             chosen, parsed, result, sag = action, self._parse(action), None, None
             if parsed.code is not None:
                 result = self._ensure_sandbox().run(parsed.code)
         else:
-            chosen, parsed, result, sag = self._choose_candidate(candidates)
+            chosen, parsed, result, sag = self._choose_candidate(*decoded)
         info: dict[str, Any] = {"task_id": self._task.task_id, "step": self._steps, "action": chosen}
         if sag is not None:
             info["sag"] = sag
@@ -226,31 +259,98 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         return execution_observation(result.logs, result.value, result.error), 0.0, False
 
     def _choose_candidate(
-        self, actions: list[str]
+        self, actions: list[str], vote: str = "answer"
     ) -> tuple[str, ParsedAction, ExecutionResult | None, dict[str, Any]]:
         """Run every parsable candidate from the current state, vote, and adopt the winner's state."""
         parsed = [self._parse(action) for action in actions]
         runnable = [index for index, p in enumerate(parsed) if p.code is not None]
-        sandbox = self._ensure_sandbox()
-        forks = isinstance(sandbox, ForkableSandbox)
-        results: dict[int, ExecutionResult] = {}
-        if runnable and forks:
-            ran = sandbox.run_candidates([parsed[index].code or "" for index in runnable])
-            results = dict(zip(runnable, ran))
-        elif runnable:  # a backend that cannot fork (E2B) runs only the first runnable candidate, live
-            results = {runnable[0]: sandbox.run(parsed[runnable[0]].code or "")}
+        results = self._run_candidates([parsed[index].code or "" for index in runnable], runnable)
         outcomes = []
         for index in range(len(actions)):
             result = results.get(index)
             valid = result is not None and result.error is None and not result.state_lost
-            observation = execution_observation(result.logs, result.value, result.error) if result else ""
-            answer = result.final_answer if result else None
-            outcomes.append(CandidateOutcome(valid, vote_key(answer, observation, self.normalize_answer)))
+            if vote == "logs":
+                key = result.logs if result is not None else ""
+            else:
+                observation = execution_observation(result.logs, result.value, result.error) if result else ""
+                key = vote_key(result.final_answer if result else None, observation, self.normalize_answer)
+            outcomes.append(CandidateOutcome(valid, key))
         selection = select_candidate(outcomes)
         winner = selection.winner
-        if forks and winner in results and not results[winner].state_lost:
+        self._adopt(runnable, results, winner)
+        return actions[winner], parsed[winner], results.get(winner), {**selection.as_info(), "vote": vote}
+
+    def _paper_step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """One step of the paper's protocol (:class:`agentdistill.envs.paper.protocol.PaperEpisode`): an action
+        step, or, after ``max_steps`` action steps without an answer, the free-text answer of the extra model call
+        the paper makes then (``info["final_answer_request"]`` on the last action step says what to send)."""
+        assert self._paper is not None and self._task is not None
+        info: dict[str, Any] = {"task_id": self._task.task_id}
+        if self._paper.awaiting_answer:
+            info.update(step=self._steps, action=action, final_answer_call=True, parse_error=False)
+            reward = self._finish(action, info)
+            self._done = True
+            self._transcript.append(action)
+            return "", reward, False, True, info
+        self._steps += 1
+        info["step"] = self._steps
+        decoded = decode_sag(action)
+        if decoded is None:
+            turn = paper_assistant_turn(action)
+            parsed = paper_parse_action(turn)
+            result = self._ensure_sandbox().run(parsed.code) if parsed.code is not None else None
+        else:
+            turn, parsed, result, info["sag"] = self._choose_paper_candidate(*decoded)
+        info.update(action=turn, thought=parse_action(turn).thought, code=parsed.code, parse_error=parsed.code is None)
+        if result is not None:
+            info.update(_execution_info(result))
+        observation = self._paper.observation(self._steps, parsed, result)
+        terminated = result is not None and result.is_final
+        reward = self._finish(result.final_answer or "", info) if terminated and result is not None else 0.0
+        if not terminated and self._steps >= self.max_steps:
+            info["final_answer_request"] = self._paper.final_answer_request(self._task.question)
+        self._done = terminated
+        self._transcript += [turn, observation]
+        return observation, reward, terminated, False, info
+
+    def _choose_paper_candidate(
+        self, actions: list[str], vote: str
+    ) -> tuple[str, PaperParse, ExecutionResult | None, dict[str, Any]]:
+        """SAG under the paper's protocol: its parsing and, with ``vote="logs"``, its vote on printed output;
+        the candidates still run in forks of the current state and the winner's state is adopted (never re-run)."""
+        turns = [paper_assistant_turn(action) for action in actions]
+        parsed = [paper_parse_action(turn) for turn in turns]
+        runnable = [index for index, p in enumerate(parsed) if p.code is not None]
+        results = self._run_candidates([parsed[index].code or "" for index in runnable], runnable)
+        outcomes = []
+        for index in range(len(actions)):
+            result = results.get(index)
+            valid = result is not None and result.error is None and not result.state_lost
+            if vote == "logs":
+                key = result.logs if result is not None else ""
+            else:
+                observation = self._paper.observation(self._steps, parsed[index], result) if result else ""
+                key = vote_key(result.final_answer if result else None, observation, self.normalize_answer)
+            outcomes.append(CandidateOutcome(valid, key))
+        selection = select_candidate(outcomes)
+        winner = selection.winner
+        self._adopt(runnable, results, winner)
+        return turns[winner], parsed[winner], results.get(winner), {**selection.as_info(), "vote": vote}
+
+    def _run_candidates(self, codes: list[str], runnable: list[int]) -> dict[int, ExecutionResult]:
+        """Each candidate's result from the current state (in forks), by candidate index."""
+        sandbox = self._ensure_sandbox()
+        if not runnable:
+            return {}
+        if isinstance(sandbox, ForkableSandbox):
+            return dict(zip(runnable, sandbox.run_candidates(codes)))
+        return {runnable[0]: sandbox.run(codes[0])}  # a backend that cannot fork (E2B) runs the first, live
+
+    def _adopt(self, runnable: list[int], results: Mapping[int, ExecutionResult], winner: int) -> None:
+        """Make the winning candidate's state the episode's (a forking sandbox only)."""
+        sandbox = self._ensure_sandbox()
+        if isinstance(sandbox, ForkableSandbox) and winner in results and not results[winner].state_lost:
             sandbox.adopt(runnable.index(winner))
-        return actions[winner], parsed[winner], results.get(winner), selection.as_info()
 
     def render(self) -> str | None:
         """The episode so far (task, actions, observations) as text, in ``"ansi"`` mode."""
@@ -285,8 +385,9 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
 
     def _ensure_sandbox(self) -> Sandbox:
         if self._sandbox is None:
+            tools = self._paper.tools(self._tools()) if self._paper is not None else self._tools()
             self._sandbox = make_sandbox(
-                self._sandbox_spec, tools=self._tools(), allowed_imports=self.allowed_imports, limits=self._sandbox_limits
+                self._sandbox_spec, tools=tools, allowed_imports=self.allowed_imports, limits=self._sandbox_limits
             )
         return self._sandbox
 

@@ -20,24 +20,39 @@ _MARKER = "\x00agentdistill-sag-candidates\x00"
 """Starts an encoded candidate list; a NUL byte never appears in text a model writes."""
 
 
-def encode_candidates(actions: Sequence[str]) -> str:
-    """One action string that carries ``actions`` as SAG candidates to the env."""
+VOTES: tuple[str, ...] = ("answer", "logs")
+"""What candidates vote with: ``answer`` (the normalised final answer, else the whole observation) or ``logs``
+(only what the candidate printed, as the paper's agent votes: ``final_answer``-only candidates then tie on "",
+and the first valid one wins)."""
+
+
+def encode_candidates(actions: Sequence[str], vote: str = "answer") -> str:
+    """One action string that carries ``actions`` as SAG candidates to the env, and how they vote."""
     if not actions:
         raise ValueError("SAG needs at least one candidate action")
-    return _MARKER + json.dumps([str(action) for action in actions])
+    if vote not in VOTES:
+        raise ValueError(f"vote must be one of {VOTES}, got {vote!r}")
+    return _MARKER + json.dumps({"vote": vote, "candidates": [str(action) for action in actions]})
 
 
 def decode_candidates(action: str) -> list[str] | None:
     """The candidates carried by ``action``, or ``None`` for an ordinary action."""
+    decoded = decode_sag(action)
+    return decoded[0] if decoded is not None else None
+
+
+def decode_sag(action: str) -> tuple[list[str], str] | None:
+    """The candidates carried by ``action`` and their vote, or ``None`` for an ordinary action."""
     if not action.startswith(_MARKER):
         return None
     try:
-        candidates = json.loads(action[len(_MARKER) :])
+        payload = json.loads(action[len(_MARKER) :])
     except ValueError:
         return None
+    candidates, vote = (payload.get("candidates"), payload.get("vote")) if isinstance(payload, dict) else (payload, "answer")
     if not isinstance(candidates, list) or not candidates or not all(isinstance(c, str) for c in candidates):
         return None
-    return candidates
+    return candidates, vote if vote in VOTES else "answer"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ For RL, ``samples_per_task=G`` runs each task G times (a GRPO group; records car
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import gymnasium as gym
@@ -30,7 +30,8 @@ from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
 from agentdistill.envs.codeact import END_CODE
-from agentdistill.envs.sag import encode_candidates
+from agentdistill.envs.paper.codeact import PAPER_STOP
+from agentdistill.envs.sag import VOTES, encode_candidates
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
 from agentdistill.rollouts.metrics import RolloutMetrics
 from agentdistill.rollouts.records import TrajectoryWriter, run_identity
@@ -52,6 +53,21 @@ class SAGSettings:
     n: int = 8
     temperature: float = 0.4
     top_p: float = 0.8
+    vote: str = "answer"
+    """``"answer"`` (the normalised final answer, else the observation) or ``"logs"`` (the printed output
+    only, as the paper's agent votes; see :data:`agentdistill.envs.sag.VOTES`)."""
+
+    def __post_init__(self) -> None:
+        if self.vote not in VOTES:
+            raise ValueError(f"SAG vote must be one of {', '.join(VOTES)}, got {self.vote!r}")
+
+    def as_record(self) -> dict[str, Any]:
+        """The settings as records and run identities hold them; the default vote is left out, so files written
+        before votes could be chosen still resume."""
+        recorded = asdict(self)
+        if self.vote == "answer":
+            del recorded["vote"]
+        return recorded
 
     def sampling(self, base: SamplingParams) -> SamplingParams:
         return SamplingParams(
@@ -98,6 +114,9 @@ class _Episode:
     messages: list[dict[str, str]]
     ftp_prefix: str | None
     trace: TokenTrace | None = None
+    final_request: Mapping[str, str] | None = None
+    """Set when the env (paper protocol) asks for its extra answer call after the last action step."""
+    final_answer_call: dict[str, Any] | None = None
     last_sampled: tuple[int, ...] = ()
     started: float = field(default_factory=time.monotonic)
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -107,11 +126,21 @@ class _Episode:
     completion_tokens: int = 0
 
     def request(self) -> PolicyRequest:
+        if self.final_request is not None:
+            return PolicyRequest(messages=tuple(self.final_answer_messages()), context=self.context)
         messages = list(self.messages)
         if self.ftp_prefix is not None and not self.steps:
             messages.append({"role": "assistant", "content": f"Thought: {self.ftp_prefix}"})
         prompt_ids = self.trace.next_prompt() if self.trace is not None else None
         return PolicyRequest(messages=tuple(messages), context=self.context, prompt_token_ids=prompt_ids)
+
+    def final_answer_messages(self) -> list[dict[str, str]]:
+        """The paper's extra answer call: its own system turn, the episode without its system prompt, and the
+        request appended to the last user turn (consecutive user turns merge, with no separator)."""
+        assert self.final_request is not None
+        messages = [{"role": "system", "content": self.final_request["system"]}, *map(dict, self.messages[1:])]
+        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + self.final_request["append_to_last_user"]}
+        return messages
 
 
 @dataclass(frozen=True)
@@ -121,6 +150,8 @@ class RolloutSummary:
     episodes: int
     skipped: int
     metrics: Mapping[str, float]
+    without_prefix: int = 0
+    """Tasks not run because the paper's protocol runs only tasks with a first-thought prefix."""
 
 
 def run_rollouts(
@@ -172,7 +203,10 @@ def run_rollouts(
     if samples_per_task < 1:
         raise ValueError(f"samples_per_task must be a positive int, got {samples_per_task!r}")
     observation_tokens = _observation_tokenizer(policy, sag) if token_trace else None
+    protocol = str(envs.get_attr("protocol")[0])
     sampling = sampling or SamplingParams()
+    if protocol == "paper":
+        sampling = replace(sampling, stop=PAPER_STOP)  # the paper's agent stops at these, whatever was passed
     step_sampling = sag.sampling(sampling) if sag else sampling
     episodes = [(index, sample) for index in task_indices for sample in range(samples_per_task)]
     identity = run_identity(
@@ -180,8 +214,9 @@ def run_rollouts(
         env_args=env_args,
         policy=policy.name,
         sampling=asdict(step_sampling),
-        sag=asdict(sag) if sag else None,
+        sag=sag.as_record() if sag else None,
         ftp_prefixes=ftp_prefixes,
+        protocol=protocol,
     )
     with TrajectoryWriter(out, identity=identity, append=append) as writer:
         todo = [(index, sample) for index, sample in episodes if not writer.is_done(env_id, index, sample)]
@@ -193,7 +228,8 @@ def run_rollouts(
         finally:
             bar.close()
     return RolloutSummary(
-        episodes=loop.metrics.episodes, skipped=len(episodes) - len(todo), metrics=loop.metrics.summary()
+        episodes=loop.metrics.episodes, skipped=len(episodes) - len(todo), metrics=loop.metrics.summary(),
+        without_prefix=loop.without_prefix,
     )
 
 
@@ -238,8 +274,12 @@ class _Loop:
         self.slots: list[_Episode | None] = [None] * envs.num_envs
         self.metrics = RolloutMetrics()
         self.started = time.monotonic()
+        self.without_prefix = 0
+        self.bar: tqdm | None = None
+        """Tasks skipped because the paper's protocol runs only tasks that have a first-thought prefix."""
 
     def run(self, todo: Sequence[tuple[int, int]], bar: tqdm) -> None:
+        self.bar = bar
         pending = list(reversed(todo))
         for slot in range(self.envs.num_envs):
             self._start_next(slot, pending)
@@ -278,19 +318,28 @@ class _Loop:
     # --- policy -----------------------------------------------------------------------------------
 
     def _ask_policy(self, active: list[int]) -> list[list[Completion]]:
-        episodes = [self.slots[slot] for slot in active]
-        requests = [episode.request() for episode in episodes if episode is not None]
+        """Every waiting episode's completions: action steps in one call, the paper's extra answer calls (their
+        own sampling: one sample, no stop strings) in another."""
+        episodes = [episode for episode in (self.slots[slot] for slot in active) if episode is not None]
+        completions: list[list[Completion]] = [[] for _ in episodes]
         begun = time.monotonic()
-        try:
-            completions = self.policy.generate(requests, self.sampling)
-        except Exception as error:  # noqa: BLE001 - a failed batch fails its episodes, never the run
-            completions = [[Completion.failed(f"{type(error).__name__}: {error}")] for _ in requests]
+        for final, sampling in ((False, self.sampling), (True, replace(self.sampling, n=1, stop=()))):
+            chosen = [index for index, episode in enumerate(episodes) if (episode.final_request is not None) == final]
+            for index, answer in zip(chosen, self._generate([episodes[index].request() for index in chosen], sampling)):
+                completions[index] = answer
         elapsed = time.monotonic() - begun
         self.metrics.add_policy_time(elapsed)
         for episode in episodes:
-            if episode is not None:
-                episode.policy_seconds += elapsed / max(len(requests), 1)
+            episode.policy_seconds += elapsed / max(len(episodes), 1)
         return completions
+
+    def _generate(self, requests: list[PolicyRequest], sampling: SamplingParams) -> list[list[Completion]]:
+        if not requests:
+            return []
+        try:
+            return self.policy.generate(requests, sampling)
+        except Exception as error:  # noqa: BLE001 - a failed batch fails its episodes, never the run
+            return [[Completion.failed(f"{type(error).__name__}: {error}")] for _ in requests]
 
     def _action(self, slot: int, choices: list[Completion]) -> str:
         episode = self.slots[slot]
@@ -300,6 +349,8 @@ class _Loop:
             reason = choices[0].error if choices else "the policy returned no completion"
             episode.steps.append({"policy_error": reason})
             return IDLE_ACTION
+        if episode.final_request is not None:
+            return self._final_answer_action(episode, usable[0])
         prefix = f"Thought: {episode.ftp_prefix}" if episode.ftp_prefix is not None and not episode.steps else ""
         texts = [prefix + choice.text for choice in usable]
         first = usable[0]
@@ -322,18 +373,43 @@ class _Loop:
             step["logprobs"] = [list(choice.logprobs or ()) for choice in usable]
             step["prompt_token_ids"] = list(first.prompt_token_ids or ())
         episode.steps.append(step)
-        return encode_candidates(texts) if self.sag else texts[0]
+        return encode_candidates(texts, vote=self.sag.vote) if self.sag else texts[0]
+
+    def _final_answer_action(self, episode: _Episode, completion: Completion) -> str:
+        """The paper's extra answer call: its reply is the action (graded as the answer), recorded apart from the
+        steps (the paper's log keeps it out of the episode's messages too)."""
+        episode.prompt_tokens += completion.prompt_tokens
+        episode.completion_tokens += completion.completion_tokens
+        self.metrics.add_tokens(completion.completion_tokens)
+        episode.final_answer_call = {
+            "messages": episode.final_answer_messages(),
+            "answer": completion.text,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "finish_reason": completion.finish_reason,
+        }
+        return completion.text
 
     # --- env --------------------------------------------------------------------------------------
 
     def _start_next(self, slot: int, pending: list[tuple[int, int]]) -> None:
-        if not pending:
-            self.slots[slot] = None
-            self._reset(slot, 0)
+        while pending:
+            task_index, sample = pending.pop()
+            observation, info = self._reset(slot, task_index)
+            ftp = self.ftp_prefixes.get(str(info.get("task_id")))
+            if ftp is None and self.ftp_prefixes and info.get("protocol") == "paper":
+                self.without_prefix += 1  # the paper runs only the tasks its prefix file holds
+                if self.bar is not None:
+                    self.bar.update(1)
+                continue
+            self._open(slot, task_index, sample, observation, info, ftp)
             return
-        task_index, sample = pending.pop()
-        observation, info = self._reset(slot, task_index)
-        ftp = self.ftp_prefixes.get(str(info.get("task_id")))
+        self.slots[slot] = None
+        self._reset(slot, 0)
+
+    def _open(
+        self, slot: int, task_index: int, sample: int, observation: str, info: dict[str, Any], ftp: str | None
+    ) -> None:
         episode = _Episode(
             task_index=task_index,
             sample=sample,
@@ -356,6 +432,10 @@ class _Loop:
 
     def _record_step(self, episode: _Episode, info: dict[str, Any], observation: str) -> None:
         """Complete the step :meth:`_action` opened with what the env did."""
+        if info.get("final_answer_call"):
+            return  # recorded as the episode's final_answer_call, not as a step
+        if "final_answer_request" in info:
+            episode.final_request = info["final_answer_request"]
         step = episode.steps[-1]
         step.update({key: info[key] for key in _STEP_INFO_KEYS if key in info})
         step["observation"] = observation
@@ -378,7 +458,7 @@ class _Loop:
             "task_id": episode.context.get("task_id"),
             "policy": self.policy.name,
             "sampling": asdict(self.sampling),
-            "sag": asdict(self.sag) if self.sag else None,
+            "sag": self.sag.as_record() if self.sag else None,
             "ftp_prefix": episode.ftp_prefix,
             "messages": episode.messages,
             "steps": episode.steps,
@@ -390,6 +470,7 @@ class _Loop:
             "truncated": truncated,
             "num_steps": len(episode.steps),
             "failed": failure,
+            "final_answer_call": episode.final_answer_call,
             "isolation": episode.context.get("isolation"),
             "tokens": {"prompt": episode.prompt_tokens, "completion": episode.completion_tokens},
             "timing": {

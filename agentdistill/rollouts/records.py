@@ -28,7 +28,8 @@ from agentdistill.runs import canonical, describe_differences, identity_differen
 
 RECORD_VERSION = 1
 PROTOCOL = "agentdistill"
-"""The protocol recorded in a run's identity (how prompts, observations and SAG behave)."""
+"""The default protocol recorded in a run's identity (how prompts, observations and SAG behave); the envs'
+``protocol="paper"`` is the other."""
 
 RECORD_PREFIX = b'{"version": '
 """How every line :class:`TrajectoryWriter` writes begins: only a torn tail that begins so is ours to cut."""
@@ -51,6 +52,7 @@ def run_identity(
     sampling: Mapping[str, Any],
     sag: Mapping[str, Any] | None,
     ftp_prefixes: Mapping[str, str] | None,
+    protocol: str = PROTOCOL,
 ) -> dict[str, Any]:
     """What decides the episodes a run writes, as recorded in each record's ``run`` key.
 
@@ -65,7 +67,7 @@ def run_identity(
             "sampling": dict(sampling),
             "sag": dict(sag) if sag is not None else None,
             "ftp": prefixes_digest(ftp_prefixes) if ftp_prefixes else None,
-            "protocol": PROTOCOL,
+            "protocol": protocol,
         }
     )
 

@@ -73,12 +73,16 @@ class ExecutionResult:
 
     logs: str
     value: str | None = None
+    """The ``repr`` of the cell's final expression, when it has one and it is not ``None``."""
     error: str | None = None
     final_answer: str | None = None
     timed_out: bool = False
     state_lost: bool = False
     tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
     duration_s: float = 0.0
+    last_output: str | None = None
+    """The ``str`` of the last statement's value as smolagents reports it (assignments included, ``"None"`` for a
+    statement without one): what the paper's observations show. ``None`` from a backend that cannot tell."""
 
     @classmethod
     def state_reset(

@@ -545,6 +545,7 @@ class LocalSandbox:
         return ExecutionResult(
             logs=str(message.get("logs", "")),
             value=text_or_none("value"),
+            last_output=text_or_none("last_output"),
             error=text_or_none("error"),
             final_answer=text_or_none("final_answer"),
             timed_out=bool(message.get("timed_out", False)),

@@ -175,10 +175,12 @@ class CellRunner:
         capture = BoundedCapture(self._output_limit)
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = capture
-        outcome: dict[str, Any] = {"value": None, "error": None, "final_answer": None, "timed_out": False}
+        outcome: dict[str, Any] = {
+            "value": None, "last_output": None, "error": None, "final_answer": None, "timed_out": False,
+        }
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         try:
-            outcome["value"] = self._execute(code)
+            outcome["value"], outcome["last_output"] = self._execute(code)
         except _FinalAnswer as final:
             outcome["final_answer"] = final.answer
         except _StepTimeout:
@@ -194,16 +196,50 @@ class CellRunner:
         outcome["logs"] = capture.getvalue()
         return outcome
 
-    def _execute(self, code: str) -> str | None:
+    def _execute(self, code: str) -> tuple[str | None, str]:
+        """Run a cell; returns the ``repr`` of its final expression (``None`` without one, or for ``None``) and
+        the ``str`` of its last statement's value as smolagents' interpreter reports it (the paper's "Last output
+        from code snippet"): an expression's value, an assignment's assigned value, ``None`` for anything else."""
         tree = ast.parse(code, filename=CELL_FILENAME)
-        last_expression = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last_expression = ast.Expression(tree.body.pop().value)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], _VALUED_STATEMENTS) else None
         exec(compile(tree, CELL_FILENAME, "exec"), self._namespace)  # noqa: S102 - this is the sandbox
-        if last_expression is None:
-            return None
-        value = eval(compile(last_expression, CELL_FILENAME, "eval"), self._namespace)  # noqa: S307
-        return None if value is None else repr(value)
+        if last is None:
+            return None, "None"
+        if isinstance(last, ast.Expr):
+            value = eval(compile(ast.Expression(last.value), CELL_FILENAME, "eval"), self._namespace)  # noqa: S307
+            return (None if value is None else repr(value)), _text(value)
+        exec(compile(ast.Module(body=[last], type_ignores=[]), CELL_FILENAME, "exec"), self._namespace)  # noqa: S102
+        return None, _text(eval(compile(_assigned_value(last), CELL_FILENAME, "eval"), self._namespace))  # noqa: S307
+
+
+_VALUED_STATEMENTS = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign)
+"""Last statements whose value smolagents reports; every other statement reports ``None``."""
+
+
+def _assigned_value(statement: ast.Assign | ast.AugAssign | ast.AnnAssign) -> ast.Expression:
+    """An expression that reads back what an assignment stored: its (first) target, which after ``x, y = 1, 2``
+    is the tuple of the names it bound, and after ``x += 4`` the new value."""
+    target = statement.targets[0] if isinstance(statement, ast.Assign) else statement.target
+    readable = _as_load(target)
+    return ast.fix_missing_locations(ast.Expression(readable))
+
+
+def _as_load(node: ast.expr) -> ast.expr:
+    """``node`` (an assignment target) as an expression that reads the same place."""
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return ast.Tuple(elts=[_as_load(element) for element in node.elts], ctx=ast.Load())
+    if isinstance(node, ast.Starred):
+        return _as_load(node.value)
+    copy = ast.parse(ast.unparse(node), mode="eval").body
+    return ast.copy_location(copy, node)
+
+
+def _text(value: Any) -> str:
+    """``str(value)``, never raising (a model's object may have a broken ``__str__``)."""
+    try:
+        return str(value)
+    except BaseException:  # noqa: BLE001
+        return "<unprintable value>"
 
 
 def _final_answer(answer: Any) -> None:
