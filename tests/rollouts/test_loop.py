@@ -139,7 +139,7 @@ def test_sag_votes_on_normalised_answers_and_leaves_rejected_state_untouched() -
             "no code at all",  # does not parse: invalid
         ]
         observation, _, _, _, info = env.step(encode_candidates(candidates))
-        assert info["sag"] == {"candidates": 4, "valid": 2, "winner": 0, "votes": 2}
+        assert info["sag"] == {"candidates": 4, "valid": 2, "winner": 0, "votes": 2, "vote": "answer"}
         assert "101" in observation and info["action"] == candidates[0]
         observation, *_ = env.step(code_action("print(x)"))
         assert "Execution logs:\n101" in observation, "the winner's state is adopted, without running it twice"
