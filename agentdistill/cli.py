@@ -19,9 +19,12 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agentdistill import __version__
+
+if TYPE_CHECKING:
+    from agentdistill.rollouts.loop import SAGSettings
 
 
 def _add_index_commands(commands: argparse._SubParsersAction) -> None:
@@ -141,6 +144,40 @@ def _add_env_policy_tasks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=non_negative_int, default=0, help="first task index (default: 0)")
     parser.add_argument("--env-arg", type=env_argument, action="append", default=[], metavar="KEY=VALUE",
                         help="env constructor argument, e.g. data_path=... or max_steps=5 (repeatable)")
+    _add_protocol_arguments(parser)
+
+
+def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--protocol`` and ``--prompts-dir``: the paper's agent texts and rules instead of ours."""
+    parser.add_argument("--protocol", choices=("agentdistill", "paper"), default="agentdistill",
+                        help="paper: the paper's prompts, observation texts, step limit and SAG vote, byte for byte "
+                        "(needs --prompts-dir); default: agentdistill")
+    parser.add_argument("--prompts-dir", default=None, metavar="DIR",
+                        help="with --protocol paper: the directory of the paper's code_agent.yaml, teacher_model.yaml, "
+                        "judge_prompt.txt and task_instruction.txt")
+
+
+def protocol_env_args(args: argparse.Namespace) -> dict[str, object]:
+    """The env arguments ``--protocol``/``--prompts-dir`` stand for (none for the default protocol)."""
+    from agentdistill.errors import UserError
+
+    if args.protocol != "paper":
+        if args.prompts_dir is not None:
+            raise UserError("--prompts-dir is read only with --protocol paper")
+        return {}
+    from agentdistill.envs.paper.prompts import PaperPrompts
+
+    PaperPrompts.load(args.prompts_dir)  # missing files are named now, before anything slow
+    return {"protocol": "paper", "prompts_dir": args.prompts_dir}
+
+
+def _sag_settings(args: argparse.Namespace) -> SAGSettings | None:
+    """SAG as the flags say: the paper's vote on printed output under --protocol paper unless --sag-vote says."""
+    from agentdistill.rollouts.loop import SAGSettings
+
+    if args.sag <= 1:
+        return None
+    return SAGSettings(n=args.sag, vote=args.sag_vote or ("logs" if args.protocol == "paper" else "answer"))
 
 
 def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
@@ -164,6 +201,8 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     rollout.add_argument("--seed", type=int, default=None)
     rollout.add_argument("--sag", type=sag_candidates, default=0, metavar="N",
                          help="self-consistent action generation with N >= 2 candidates (default: 0, off)")
+    rollout.add_argument("--sag-vote", choices=("answer", "logs"), default=None,
+                         help="what SAG candidates vote with (default: logs, the paper's, under --protocol paper; else answer)")
     rollout.add_argument("--ftp", default=None, help="first-thought prefixes from `agentdistill ftp build`")
     rollout.add_argument("--wandb-project", default=None, help="log live metrics to this W&B project (offline without credentials)")
     rollout.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -197,6 +236,9 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--limit", type=positive_int, default=None, help="first K tasks of each benchmark")
     evaluate.add_argument("--sag", type=sag_candidates, default=0, metavar="N",
                           help="self-consistent action generation with N >= 2 candidates (default: 0, off)")
+    evaluate.add_argument("--sag-vote", choices=("answer", "logs"), default=None,
+                          help="what SAG candidates vote with (default: logs, the paper's, under --protocol paper; else answer)")
+    _add_protocol_arguments(evaluate)
     evaluate.add_argument("--cot", choices=("none", "cot", "cot-rag"), default="none", help="evaluate the CoT baseline instead of the agent")
     evaluate.add_argument("--prompt-variant", choices=("full", "short"), default="full",
                           help="system prompt of the envs: students trained by `agentdistill distill` use short")
@@ -401,7 +443,8 @@ def _run_serve(args: argparse.Namespace) -> None:
 
 
 def _run_rollout(args: argparse.Namespace) -> None:
-    _check_env(args.env, args.env_arg)
+    env_args = {**dict(args.env_arg), **protocol_env_args(args)}
+    _check_env(args.env, env_args.items())
     _check_policy(args.policy)
     if args.ftp:
         _check_input_file(args.ftp, "prefix file")
@@ -412,7 +455,6 @@ def _run_rollout(args: argparse.Namespace) -> None:
     from agentdistill.policies.base import SamplingParams
     from agentdistill.rollouts.collect import collect_trajectories
     from agentdistill.rollouts.ftp import load_prefixes
-    from agentdistill.rollouts.loop import SAGSettings
 
     policy = make_policy(args.policy)
     try:
@@ -424,11 +466,11 @@ def _run_rollout(args: argparse.Namespace) -> None:
             episodes=args.episodes,
             num_envs=args.num_envs,
             vectorization_mode=args.mode,
-            env_kwargs=dict(args.env_arg),
+            env_kwargs=env_args,
             sampling=SamplingParams(
                 temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
             ),
-            sag=SAGSettings(n=args.sag) if args.sag > 1 else None,
+            sag=_sag_settings(args),
             ftp_prefixes=load_prefixes(args.ftp) if args.ftp else None,
             wandb_project=args.wandb_project,
             wandb_config={k: v for k, v in vars(args).items() if k != "env_arg"},
@@ -449,7 +491,8 @@ def _run_show(args: argparse.Namespace) -> None:
 
 
 def _run_ftp_build(args: argparse.Namespace) -> None:
-    _check_env(args.env, args.env_arg)
+    env_args = {**dict(args.env_arg), **protocol_env_args(args)}
+    _check_env(args.env, env_args.items())
     _check_policy(args.policy)
     _check_output(args.out, "file")
     from agentdistill.policies import make_policy
@@ -458,7 +501,7 @@ def _run_ftp_build(args: argparse.Namespace) -> None:
     policy = make_policy(args.policy)
     try:
         prefixes = build_prefix_file(
-            policy, args.env, range(args.start, args.start + args.episodes), args.out, env_kwargs=dict(args.env_arg),
+            policy, args.env, range(args.start, args.start + args.episodes), args.out, env_kwargs=env_args,
             progress=not args.no_progress,
         )
     finally:
@@ -471,8 +514,9 @@ def _run_eval(args: argparse.Namespace) -> None:
 
     suites = {"paper": PAPER_SUITE, "factual": PAPER_FACTUAL, "math": PAPER_MATH}
     env_ids = tuple(args.tasks) if args.tasks else tuple(suites[args.suite])
+    env_args = {**dict(args.env_arg), **protocol_env_args(args)}
     for env_id in env_ids:
-        _check_env(env_id, args.env_arg)
+        _check_env(env_id, env_args.items())
     _check_policy(args.policy)
     _check_output(args.out, "directory")
     import agentdistill  # noqa: F401 - registers the env ids
@@ -480,7 +524,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     from agentdistill.rollouts.evaluate import benchmark_env_kwargs, evaluate
 
     kwargs_by_env = benchmark_env_kwargs(
-        env_ids, data_root=args.data_root, prompt_variant=args.prompt_variant, env_args=dict(args.env_arg)
+        env_ids, data_root=args.data_root, prompt_variant=args.prompt_variant, env_args=env_args
     )
     if args.cot != "none":
         from agentdistill.distill.cot import evaluate_cot_suite
@@ -494,7 +538,7 @@ def _run_eval(args: argparse.Namespace) -> None:
             env_ids,
             env_kwargs_by_env=kwargs_by_env,
             limit=args.limit,
-            sag_n=args.sag,
+            sag_settings=_sag_settings(args),
             num_envs=args.num_envs,
             out_dir=args.out,
             sampling=SamplingParams(max_new_tokens=args.max_new_tokens),

@@ -200,3 +200,20 @@ def MATH500_QUESTION() -> str:  # noqa: N802 - reads like the constant it stands
         return env.unwrapped.task_at(0).question
     finally:
         env.close()
+
+
+def test_rollout_cli_under_the_paper_protocol_votes_on_logs(tmp_path: Path) -> None:
+    from agentdistill.cli import main
+
+    out = tmp_path / "t.jsonl"
+    argv = ["rollout", "--env", "AgentMath-Synthetic-v0", "--policy", "expert:0.3", "--episodes", "2", "--num-envs", "2",
+            "--sag", "3", "--protocol", "paper", "--prompts-dir", str(PROMPTS), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    records = list(read_trajectories(out))
+    assert {record["run"]["protocol"] for record in records} == {"paper"}
+    assert all(record["sag"]["vote"] == "logs" for record in records)
+    assert all(step["sag"]["vote"] == "logs" for record in records for step in record["steps"])
+    assert records[0]["messages"][1]["content"].startswith("New task:\n")
+    without_prompts = [arg for arg in argv if arg not in ("--prompts-dir", str(PROMPTS))]
+    assert main([*without_prompts[:-3], "--out", str(tmp_path / "u.jsonl")]) == 1  # --protocol paper, no directory
+    assert not (tmp_path / "u.jsonl").exists()
