@@ -6,6 +6,11 @@ With ``ftp: {build: true}`` the teacher first answers each task with plain chain
 paragraphs become ``OUT/ftp/<name>.json`` (:func:`agentdistill.rollouts.ftp.build_prefix_file`, as
 ``agentdistill ftp build``; a prefix file already there is reused); ``ftp: {files: {NAME: PATH}}`` uses
 prefix files built before. One teacher serves every entry.
+
+With ``judge`` (a policy spec) and ``prompts_dir``, each entry's episodes are then judged as the paper judged
+its teacher's (:func:`agentdistill.rollouts.rescore.rescore`) into ``OUT/judged/<name>.jsonl``: the factual
+episodes' score becomes the LLM judge's verdict, so an ``sft`` experiment trained on these files keeps the
+episodes the judge accepted (the paper's filter), not those that matched exactly. Math keeps its score.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from agentdistill.experiments.checks import (
     probe_env,
     warn_if_expert_on_benchmarks,
 )
+from agentdistill.experiments.evaluation import check_judge
 from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_positive, check_sag, check_task_entries
 from agentdistill.policies.base import SamplingParams
+from agentdistill.policies.judge import PaperJudge
 from agentdistill.rollouts.collect import task_range
 from agentdistill.rollouts.loop import SAGSettings
 
@@ -80,6 +87,11 @@ class CollectExperiment:
     ftp: FTPSection | None = None
     wandb_project: str | None = None
     progress: bool = True
+    judge: str | None = None
+    """Judge each entry's factual episodes by the paper's LLM judge, this policy spec (e.g.
+    ``openai:https://api.openai.com/v1#gpt-4o-mini``), into ``OUT/judged/<name>.jsonl``."""
+    prompts_dir: str | None = None
+    """The directory of the paper's prompt files (``judge_prompt.txt`` among them)."""
 
     def __post_init__(self) -> None:
         check_task_entries(self.tasks)
@@ -109,6 +121,11 @@ class _Job:
 
 def trajectories_path(out: str, name: str) -> Path:
     return Path(out) / "trajectories" / f"{name}.jsonl"
+
+
+def judged_path(out: str, name: str) -> Path:
+    """Where an entry's judged copy goes (the file an sft experiment trains on to filter by the judge)."""
+    return Path(out) / "judged" / f"{name}.jsonl"
 
 
 def prefixes_path(config: CollectExperiment, name: str) -> Path:
@@ -152,10 +169,22 @@ def plan(config: CollectExperiment, where: Location) -> Plan:
     if config.ftp is not None:
         _plan_ftp(config, where, result)
     jobs = _jobs(config, where, result)
+    if config.judge is not None:
+        _plan_judge(config, jobs, where, result)
     warn_if_expert_on_benchmarks(parsed, [job.entry.env for job in jobs], result)
     if config.wandb_project:
         result.step(f"W&B project {config.wandb_project} (offline without credentials)")
     return result
+
+
+def _plan_judge(config: CollectExperiment, jobs: list[_Job], where: Location, plan: Plan) -> None:
+    assert config.judge is not None
+    label = check_judge(config.judge, config.prompts_dir, plan, where)
+    judged = Path(config.out) / "judged"
+    details = plan.step(f"Judge the episodes into {judged}/<name>.jsonl (resumable): the files to train on")
+    details.append(f"{label}: factual episodes scored by the judge's verdict; math keeps its own score")
+    for job in jobs:
+        details.append(f"{job.entry.label}: {judged_path(config.out, job.entry.label)}")
 
 
 def _plan_ftp(config: CollectExperiment, where: Location, plan: Plan) -> None:
@@ -185,6 +214,7 @@ def run(config: CollectExperiment, where: Location, write: Callable[[str], None]
     jobs = _jobs(config, where, Plan(""))
     policy = make_policy(config.policy, **config.policy_args)
     ftp_writer = make_policy(config.ftp.policy) if config.ftp is not None and config.ftp.policy else policy
+    judge = PaperJudge.from_spec(config.judge, config.prompts_dir) if config.judge is not None else None
     reports: dict[str, Any] = {}
     try:
         for job in jobs:
@@ -216,11 +246,28 @@ def run(config: CollectExperiment, where: Location, write: Callable[[str], None]
                 progress=config.progress,
             )
             reports[job.entry.label] = {"episodes": summary.episodes, "skipped": summary.skipped, **summary.metrics}
+            if judge is not None:
+                reports[job.entry.label]["judged"] = _judge_entry(config, job, judge)
     finally:
+        if judge is not None:
+            judge.close()
         if ftp_writer is not policy:
             ftp_writer.close()
         policy.close()
     write(json.dumps(reports, indent=1) + "\n")
+
+
+def _judge_entry(config: CollectExperiment, job: _Job, judge: PaperJudge) -> dict[str, Any]:
+    """Judge one entry's trajectory file into its judged copy; what the report says about it."""
+    from agentdistill.rollouts.rescore import rescore
+
+    path = judged_path(config.out, job.entry.label)
+    summary = rescore([trajectories_path(config.out, job.entry.label)], judge, out=path, progress=config.progress)
+    report: dict[str, Any] = {"file": str(path), "judge": summary.judge, "judged_now": summary.judged_now}
+    for row in summary.rows:
+        report.update(metric=row.metric, accuracy=row.accuracy, judge_failures=row.judge_failures,
+                      em=row.grader_metrics.get("em"), f1=row.grader_metrics.get("f1"))
+    return report
 
 
 def _all_tasks(job: _Job) -> range:

@@ -4,7 +4,9 @@ Runs :func:`agentdistill.rollouts.evaluate.evaluate`, the code behind ``agentdis
 trajectory file per benchmark under ``OUT/trajectories/`` and ``OUT/results.{md,csv,json,png}``. With
 ``data_root`` the benchmarks are read from local files (:data:`~agentdistill.rollouts.evaluate.SUITE_DATA`,
 relative to a folder laid out like ``../shared/data``); without it, from the hub. ``retriever`` (for the
-QA benchmarks) is the paper's wiki-18 search, e.g. the URL of ``agentdistill serve-retriever``.
+QA benchmarks) is the paper's wiki-18 search, e.g. the URL of ``agentdistill serve-retriever``. With
+``judge`` (a policy spec) and ``prompts_dir``, the factual benchmarks are graded as in the paper's tables, by
+its LLM judge (:class:`~agentdistill.policies.judge.PaperJudge`), into ``OUT/judged/``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentdistill.experiments.checks import (
+    check_model,
     check_policy,
     count_records,
     describe_policy,
     env_entry,
+    is_factual,
     probe_env,
     warn_if_expert_on_benchmarks,
     with_retriever,
@@ -27,6 +31,8 @@ from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_benchmarks, check_positive, check_sag
+from agentdistill.errors import UserError
+from agentdistill.policies import parse_policy_spec
 from agentdistill.policies.base import SamplingParams
 from agentdistill.rollouts.loop import SAGSettings
 
@@ -54,6 +60,11 @@ class EvalExperiment:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     wandb_project: str | None = None
     progress: bool = True
+    judge: str | None = None
+    """Grade the factual benchmarks by the paper's LLM judge: a policy spec, e.g.
+    ``openai:https://api.openai.com/v1#gpt-4o-mini`` (math is never judged)."""
+    prompts_dir: str | None = None
+    """The directory of the paper's prompt files (``judge_prompt.txt`` among them)."""
 
     def __post_init__(self) -> None:
         check_benchmarks(self.suite, self.tasks)
@@ -90,6 +101,37 @@ def benchmark_kwargs(
     return {env_id: with_retriever(env_id, {**local[env_id], **env_args}, retriever) for env_id in env_ids}
 
 
+def check_judge(judge: str, prompts_dir: str | None, plan: Plan, where: Location) -> str:
+    """Check a ``judge`` spec and its ``prompts_dir`` as a run would use them (nothing is built, nothing is
+    connected to), note what the judge needs, and return how results will name its metric."""
+    from agentdistill.policies.judge import judge_label, load_judge_prompts
+
+    try:
+        parsed = parse_policy_spec(judge)
+    except ValueError as error:
+        raise where.child("judge").error(str(error)) from None
+    try:
+        load_judge_prompts(prompts_dir)
+    except UserError as error:
+        raise where.child("prompts_dir").error(str(error)) from None
+    if parsed.kind == "openai":
+        plan.need(f"an OpenAI-compatible server at {parsed.base_url} serving the judge {parsed.model}")
+    elif parsed.kind in ("hf", "vllm"):
+        check_model(parsed.model, plan, what="judge model")
+    return judge_label(judge)
+
+
+def metric_label(env_id: str, env_kwargs: Mapping[str, Any], judge: str | None) -> str:
+    """How a benchmark will be graded: the judge for factual benchmarks when there is one, else its reward."""
+    from agentdistill.policies.judge import judge_label
+    from agentdistill.rollouts.evaluate import METRIC_NAMES, metric_of
+
+    if judge is not None and is_factual(env_id):
+        return judge_label(judge)
+    metric = metric_of(env_id, env_kwargs)
+    return METRIC_NAMES.get(metric, metric)
+
+
 def plan_benchmarks(
     env_ids: list[str],
     kwargs_by_env: Mapping[str, Mapping[str, Any]],
@@ -98,8 +140,9 @@ def plan_benchmarks(
     results_dir: Path,
     plan: Plan,
     where: Location,
+    judge: str | None = None,
 ) -> list[str]:
-    """Build (or describe) every benchmark env and return one detail line each."""
+    """Build (or describe) every benchmark env and return one detail line each, with its grading metric."""
     lines = []
     for env_id in env_ids:
         probe = probe_env(env_id, kwargs_by_env[env_id], where, plan)
@@ -110,7 +153,11 @@ def plan_benchmarks(
         else:
             count = f"first {limit} tasks" if limit else "every task"
         done = count_records(results_dir / f"{env_id}.jsonl")
-        lines.append(f"{env_id}: {count} from {probe.source}" + (f"; {done} episodes already there" if done else ""))
+        metric = metric_label(env_id, kwargs_by_env[env_id], judge)
+        lines.append(
+            f"{env_id}: {count} from {probe.source}; metric: {metric}"
+            + (f"; {done} episodes already there" if done else "")
+        )
     return lines
 
 
@@ -132,11 +179,19 @@ def plan(config: EvalExperiment, where: Location) -> Plan:
         env_ids, data_root=config.data_root, retriever=config.retriever, env_args=config.env_args,
         prompt_variant=config.prompt_variant, where=where,
     )
+    if config.judge is not None:
+        label = check_judge(config.judge, config.prompts_dir, result, where)
     lines = plan_benchmarks(
         env_ids, kwargs_by_env, limit=config.limit, results_dir=Path(config.out) / "trajectories", plan=result,
-        where=where,
+        where=where, judge=config.judge,
     )
     result.step(f"Roll out into {Path(config.out) / 'trajectories'}/<env id>.jsonl (resumable)").extend(lines)
+    if config.judge is not None:
+        factual = [env_id for env_id in env_ids if is_factual(env_id)]
+        judged = result.step(f"Judge the factual answers into {Path(config.out) / 'judged'}/<env id>.jsonl (resumable)")
+        judged.append(f"{label}; the rows of {', '.join(factual) if factual else 'no benchmark (none is factual)'}")
+        if not factual:
+            result.warn("judge is set, but no benchmark is factual QA: the paper judges factual QA only")
     warn_if_expert_on_benchmarks(parsed, env_ids, result)
     result.step(f"Results table and chart: {Path(config.out)}/results.md, .csv, .json, .png")
     return result
@@ -165,6 +220,8 @@ def run(config: EvalExperiment, where: Location, write: Callable[[str], None]) -
             vectorization_mode=config.vectorization_mode,
             wandb_project=config.wandb_project,
             progress=config.progress,
+            judge=config.judge,
+            prompts_dir=config.prompts_dir,
         )
     finally:
         policy.close()

@@ -22,6 +22,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -30,6 +31,7 @@ from typing import Any
 from agentdistill.errors import OutputConflictError
 from agentdistill.policies import make_policy
 from agentdistill.policies.base import Policy, SamplingParams
+from agentdistill.policies.judge import PaperJudge, as_paper_judge, judge_label
 from agentdistill.rollouts.loop import SAGSettings, make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import latest_records, read_trajectories
 from agentdistill.runs import RunDirectory, claim_run_directory
@@ -88,6 +90,10 @@ METRIC_NAMES: Mapping[str, str] = MappingProxyType(
     }
 )
 """How the table names the metric behind each accuracy."""
+
+JUDGED_KEY = "judged"
+"""The record key in which :mod:`agentdistill.rollouts.rescore` says how a record was judged (the judge, the
+input line judged, and ``status``: ``"failed"`` when no verdict could be had and the answer scored 0)."""
 
 _GROUPS: tuple[str, ...] = ("factual", "math", "all")
 _AVERAGED = ("accuracy", "invalid_action_rate", "mean_steps", "completion_tokens", "prompt_tokens")
@@ -178,6 +184,7 @@ class TaskResult:
     ``completion_tokens`` and ``prompt_tokens`` are per episode; ``grader_metrics`` holds the mean of every
     metric the grader reported (EM and F1 for QA, whichever rewards), so a table in EM can still show F1.
     ``invalid_action_rate`` and ``mean_steps`` are ``None`` for methods without actions (CoT).
+    ``judge_failures`` counts the answers an LLM judge gave no verdict on (scored 0).
     """
 
     env_id: str
@@ -192,6 +199,7 @@ class TaskResult:
     prompt_tokens: float
     failed_episodes: int = 0
     grader_metrics: Mapping[str, float] = field(default_factory=dict)
+    judge_failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "grader_metrics": dict(self.grader_metrics)}
@@ -229,6 +237,7 @@ def summarize_records(env_id: str, records: Iterable[Mapping[str, Any]], *, metr
         prompt_tokens=mean(float((record.get("tokens") or {}).get("prompt", 0)) for record in records),
         failed_episodes=sum(1 for record in records if record.get("failed")),
         grader_metrics={name: sums[name] / seen[name] for name in sorted(sums)},
+        judge_failures=sum(1 for record in records if (record.get(JUDGED_KEY) or {}).get("status") == "failed"),
     )
 
 
@@ -242,6 +251,7 @@ class ResultsTable:
         method: what produced the rows: ``"agent"`` (CodeAct episodes), ``"CoT"`` or ``"CoT+RAG"``.
         sag_n: candidates per step with self-consistent action generation (0: off).
         limit: the number of tasks per benchmark, when the run was cut to the first ``limit``.
+        judge: the LLM judge behind the ``"judge"`` rows (the paper's prompt), by its policy name.
     """
 
     policy: str
@@ -249,6 +259,7 @@ class ResultsTable:
     method: str = "agent"
     sag_n: int = 0
     limit: int | None = None
+    judge: str | None = None
 
     @property
     def qa_metric(self) -> str:
@@ -278,6 +289,9 @@ class ResultsTable:
             "sag": self.sag_n > 1,
             "limit": self.limit,
             "qa_metric": self.qa_metric,
+            "qa_metric_name": self._qa_metric_name(),
+            "judge": self.judge,
+            "judge_failures": self.judge_failures,
             "rows": [row.to_dict() for row in self.rows],
             "averages": self.averages(),
         }
@@ -291,11 +305,29 @@ class ResultsTable:
             method=str(data.get("method", "agent")),
             sag_n=int(data.get("sag_n", 0)),
             limit=data.get("limit"),
+            judge=data.get("judge"),
         )
 
+    @property
+    def judge_failures(self) -> int:
+        """Answers the LLM judge gave no verdict on, over every row (each scored 0)."""
+        return sum(row.judge_failures for row in self.rows)
+
+    def metric_name(self, metric: str) -> str:
+        """How the table names ``metric``: the paper judge by its model (``LLM judge (openai:...#gpt-4o-mini,
+        the paper's prompt)``), the others as in :data:`METRIC_NAMES`."""
+        if metric == "judge" and self.judge is not None:
+            return judge_label(self.judge)
+        return METRIC_NAMES.get(metric, metric)
+
+    def _qa_metric_name(self) -> str:
+        names = [self.metric_name(name) for name in self.qa_metric.split(", ") if name != "none"]
+        return ", ".join(names) if names else "none (no factual benchmark)"
+
     def _settings_line(self) -> str:
-        qa = [METRIC_NAMES.get(name, name) for name in self.qa_metric.split(", ") if name != "none"]
-        parts = [f"QA metric: {', '.join(qa) if qa else 'none (no factual benchmark)'}"]
+        parts = [f"QA metric: {self._qa_metric_name()}"]
+        if self.judge is not None:
+            parts.append(f"judge failures (scored 0): {self.judge_failures}")
         if any(row.domain == "math" for row in self.rows):
             parts.append(f"math metric: {METRIC_NAMES['math']}")
         parts.append(f"SAG: {'on, N=' + str(self.sag_n) if self.sag_n > 1 else 'off'}")
@@ -333,7 +365,9 @@ class ResultsTable:
 
     def csv_rows(self) -> list[dict[str, Any]]:
         """One flat dict per benchmark and per average (``benchmark`` = ``avg:<group>``)."""
-        settings = {"policy": self.policy, "method": self.method, "sag_n": self.sag_n, "limit": self.limit}
+        settings = {
+            "policy": self.policy, "method": self.method, "sag_n": self.sag_n, "limit": self.limit, "judge": self.judge,
+        }
         rows: list[dict[str, Any]] = []
         for row in self.rows:
             flat = {key: value for key, value in row.to_dict().items() if key != "grader_metrics"}
@@ -424,6 +458,8 @@ def evaluate(
     vectorization_mode: str = "sync",
     wandb_project: str | None = None,
     progress: bool = True,
+    judge: str | Policy | PaperJudge | None = None,
+    prompts_dir: str | os.PathLike[str] | None = None,
 ) -> ResultsTable:
     """Run ``policy`` on the first ``limit`` tasks (all when ``None``) of each env and tabulate the results.
 
@@ -448,6 +484,13 @@ def evaluate(
         wandb_project: also log live metrics, the table and the chart to this W&B project (offline
             without credentials; files under ``out_dir/wandb``).
         progress: show progress bars.
+        judge: grade the factual benchmarks as the paper does, by its LLM judge: a policy spec
+            (``"openai:https://api.openai.com/v1#gpt-4o-mini"``, built here and closed at the end), a policy
+            or a :class:`~agentdistill.policies.judge.PaperJudge`. After each factual benchmark's rollouts,
+            its answers are judged into ``out_dir/judged/<env_id>.jsonl``
+            (:func:`~agentdistill.rollouts.rescore.rescore`, resumable) and its row is the judged accuracy,
+            with EM and F1 beside it and the answers the judge failed on counted. Math is never judged.
+        prompts_dir: the paper's prompt files, for a ``judge`` given as a spec or a policy.
     """
     _check_limit(limit)
     if not env_ids:
@@ -456,43 +499,56 @@ def evaluate(
     out = Path(out_dir)
     sag = sag_settings if sag_settings is not None else (SAGSettings(n=sag_n) if sag_n > 1 else None)
     sag_n = sag.n if sag is not None else 0
-    owned = isinstance(policy, str)
-    runner: Policy = make_policy(policy) if isinstance(policy, str) else policy
-    try:
+    with ExitStack() as resources:
+        runner = _opened(policy, resources)
+        paper_judge = _opened_judge(judge, prompts_dir, resources) if judge is not None else None
         claim = claim_evaluation_directory(out, policy=runner.name, method="agent", sampling=sampling, sag=sag)
-    except BaseException:
-        if owned:
-            runner.close()
-        raise
-    run = None
-    if wandb_project:
-        from agentdistill.tracking import start_wandb_run
+        resources.callback(claim.release)
+        run = None
+        if wandb_project:
+            from agentdistill.tracking import start_wandb_run
 
-        config = {"policy": runner.name, "env_ids": list(env_ids), "limit": limit, "sag_n": sag_n,
-                  "num_envs": num_envs, "sampling": asdict(sampling or SamplingParams())}
-        run = start_wandb_run(wandb_project, out, config, name=f"eval {runner.name}")
-    table = ResultsTable(policy=runner.name, rows=(), sag_n=sag_n if sag else 0, limit=limit)
-    try:
+            config = {"policy": runner.name, "env_ids": list(env_ids), "limit": limit, "sag_n": sag_n,
+                      "num_envs": num_envs, "sampling": asdict(sampling or SamplingParams()),
+                      "judge": paper_judge.name if paper_judge is not None else None}
+            run = start_wandb_run(wandb_project, out, config, name=f"eval {runner.name}")
+            resources.callback(run.finish)
+        table = ResultsTable(
+            policy=runner.name, rows=(), sag_n=sag_n if sag else 0, limit=limit,
+            judge=paper_judge.name if paper_judge is not None else None,
+        )
         for env_id in env_ids:
             env_kwargs = dict(kwargs_by_env.get(env_id, {}))
-            log = None
-            if run is not None:
-                log = _prefixed_logger(run.log, env_id)
-            row = _evaluate_env(
+            log = _prefixed_logger(run.log, env_id) if run is not None else None
+            path, indices = _roll_out_env(
                 runner, env_id, env_kwargs, limit=limit, sag=sag, num_envs=num_envs, out=out,
                 sampling=sampling, vectorization_mode=vectorization_mode, progress=progress, log=log,
             )
+            row = _summarize_env(env_id, env_kwargs, path, indices, judge=paper_judge, out=out, progress=progress)
             table = replace(table, rows=(*table.rows, row))
             paths = table.write(out)
         if run is not None:
             _log_table(run, table, paths)
-    finally:
-        if owned:
-            runner.close()
-        if run is not None:
-            run.finish()
-        claim.release()
     return table
+
+
+def _opened(policy: str | Policy, resources: ExitStack) -> Policy:
+    """The policy a spec names, built and closed with ``resources``; a policy object as is (its caller's)."""
+    if not isinstance(policy, str):
+        return policy
+    built = make_policy(policy)
+    resources.callback(built.close)
+    return built
+
+
+def _opened_judge(
+    judge: str | Policy | PaperJudge, prompts_dir: str | os.PathLike[str] | None, resources: ExitStack
+) -> PaperJudge:
+    """``judge`` as a paper judge; one built here is closed with ``resources``."""
+    paper_judge = as_paper_judge(judge, prompts_dir)
+    if paper_judge is not judge:
+        resources.callback(paper_judge.close)
+    return paper_judge
 
 
 def claim_evaluation_directory(
@@ -524,7 +580,7 @@ def _prefixed_logger(log: Callable[[dict[str, float]], None], env_id: str) -> Ca
     return lambda metrics: log({f"{env_id}/{name}": value for name, value in metrics.items()})
 
 
-def _evaluate_env(
+def _roll_out_env(
     policy: Policy,
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -537,8 +593,8 @@ def _evaluate_env(
     vectorization_mode: str,
     progress: bool,
     log: Callable[[dict[str, float]], None] | None,
-) -> TaskResult:
-    """Roll out the missing episodes of one benchmark and summarise its trajectory file."""
+) -> tuple[Path, list[int]]:
+    """Roll out the missing episodes of one benchmark; returns its trajectory file and task indices."""
     size = max(1, min(num_envs, limit)) if limit is not None else num_envs
     envs = make_rollout_envs(env_id, size, vectorization_mode=vectorization_mode, **env_kwargs)
     path = out / "trajectories" / f"{env_id}.jsonl"
@@ -551,7 +607,28 @@ def _evaluate_env(
         )
     finally:
         envs.close()
-    return summarize_records(env_id, episodes_of(path, env_id, indices), metric=metric_of(env_id, env_kwargs))
+    return path, indices
+
+
+def _summarize_env(
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    path: Path,
+    indices: list[int],
+    *,
+    judge: PaperJudge | None,
+    out: Path,
+    progress: bool,
+) -> TaskResult:
+    """One benchmark's row: from its trajectory file, or, for a factual benchmark with a judge, from its
+    judged copy (brought up to date first)."""
+    if judge is None or domain_of(env_id) != "factual":
+        return summarize_records(env_id, episodes_of(path, env_id, indices), metric=metric_of(env_id, env_kwargs))
+    from agentdistill.rollouts.rescore import rescore  # rescore builds on this module's summaries
+
+    judged = out / "judged" / f"{env_id}.jsonl"
+    rescore([path], judge, out=judged, progress=progress)
+    return summarize_records(env_id, episodes_of(judged, env_id, indices), metric="judge")
 
 
 def episodes_of(path: str | os.PathLike[str], env_id: str, indices: Iterable[int]) -> list[dict[str, Any]]:

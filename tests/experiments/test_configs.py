@@ -322,3 +322,45 @@ def test_every_registered_kind_declares_a_schema_a_plan_and_a_run() -> None:
         assert kind.name == name and dataclasses.is_dataclass(kind.schema)
         assert "out" in {field.name for field in dataclasses.fields(kind.schema)}
         assert callable(kind.plan) and callable(kind.run)
+
+
+def test_a_judge_is_checked_and_named_per_benchmark_by_a_dry_run(tmp_path: Path, no_network: None) -> None:
+    prompts = SHARED_DATA / "agent-distillation" / "prompts"
+    judge = "openai:http://127.0.0.1:9/v1#gpt-4o-mini"
+    config = _write(tmp_path, f"""
+kind: eval
+policy: expert
+out: {tmp_path / 'o'}
+data_root: {SHARED_DATA}
+tasks: [AgentQA-Bamboogle-v0, AgentMath-MATH500-v0]
+limit: 2
+judge: '{judge}'
+prompts_dir: {prompts}
+""")
+    printed: list[str] = []
+    plan = run_experiment(config, dry_run=True, write=printed.append)
+    text = "".join(printed)
+    label = f"LLM judge ({judge}, the paper's prompt)"
+    assert "AgentQA-Bamboogle-v0: 2 of 125 tasks from local file" in text and f"; metric: {label}" in text
+    assert "AgentMath-MATH500-v0: 2 of 500 tasks" in text and "metric: answer equivalence (math-verify)" in text
+    assert f"Judge the factual answers into {tmp_path / 'o' / 'judged'}/<env id>.jsonl" in text
+    assert any("http://127.0.0.1:9/v1 serving the judge gpt-4o-mini" in need for need in plan.needs)
+
+    with pytest.raises(ConfigError, match=r"judge: unknown policy 'gpt-4o-mini'"):
+        run_experiment(config, dry_run=True, overrides=["judge=gpt-4o-mini"], write=lambda _: None)
+    with pytest.raises(ConfigError, match=r"prompts_dir: the paper's judge needs prompts_dir=DIR"):
+        run_experiment(config, dry_run=True, overrides=["prompts_dir=null"], write=lambda _: None)
+    with pytest.raises(ConfigError, match=r"prompts_dir: prompts_dir '.*' lacks code_agent\.yaml"):
+        run_experiment(config, dry_run=True, overrides=[f"prompts_dir={tmp_path}"], write=lambda _: None)
+    collect = _write(tmp_path, f"""
+kind: collect
+policy: expert
+out: {tmp_path / 'teacher'}
+tasks: [{{env: AgentQA-Synthetic-v0, name: qa, episodes: 2}}]
+judge: '{judge}'
+prompts_dir: {prompts}
+""", "collect.yaml")
+    printed.clear()
+    run_experiment(collect, dry_run=True, write=printed.append)
+    assert f"qa: {tmp_path / 'teacher' / 'judged' / 'qa.jsonl'}" in "".join(printed)
+    assert "factual episodes scored by the judge's verdict; math keeps its own score" in "".join(printed)

@@ -156,3 +156,61 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_plan(tmp_path: P
         with pytest.raises(ConfigError, match=rf"{config}: out: cannot write {taken}: it exists and is not a directory"):
             run_experiment(config, dry_run=dry_run, write=printed.append)
     assert printed == [] and taken.read_text().startswith("a file of the user's")
+
+
+def test_collect_and_eval_with_the_paper_judge_keep_the_judges_verdicts(tmp_path: Path, offline: None) -> None:
+    """The judge is a fake OpenAI-compatible server on 127.0.0.1 (gpt-4o-mini cannot be reached from here)."""
+    from agentdistill.distill.sft_data import trajectories_to_dataset
+    from tests.policies.fake_judge import judge_spec, running_fake_judge, shared_prompts_dir, verdict_json
+
+    base = f"""
+kind: collect
+policy: expert
+out: {tmp_path / 'teacher'}
+num_envs: 2
+progress: false
+tasks:
+  - {{env: AgentQA-Synthetic-v0, name: qa, episodes: 4, env_args: {{split: train}}}}
+  - {{env: AgentMath-Synthetic-v0, name: math, episodes: 2, env_args: {{split: train}}}}
+"""
+    config = tmp_path / "collect.yaml"
+    config.write_text(base)
+    run_experiment(config, write=lambda _: None)
+    teacher = tmp_path / "teacher" / "trajectories"
+    collected = list(read_trajectories(teacher / "qa.jsonl"))
+    assert all(record["score"] == 1.0 for record in collected)
+    with running_fake_judge() as (server, url):
+        server.scripts[str(collected[0]["answer"])] = [verdict_json(0, "the judge disagrees")]
+        config.write_text(base + f"judge: '{judge_spec(url)}'\nprompts_dir: {shared_prompts_dir()}\n")
+        printed: list[str] = []
+        plan = run_experiment(config, write=printed.append)
+        assert sorted(server.predictions()) == sorted(str(record["answer"]) for record in collected)
+
+        evaluation = tmp_path / "eval.yaml"
+        evaluation.write_text(f"""
+kind: eval
+policy: expert
+out: {tmp_path / 'eval'}
+tasks: [AgentQA-Synthetic-v0, AgentMath-Synthetic-v0]
+limit: 2
+num_envs: 2
+progress: false
+judge: '{judge_spec(url)}'
+prompts_dir: {shared_prompts_dir()}
+""")
+        run_experiment(evaluation, write=lambda _: None)
+
+    assert any(text.startswith("Judge the episodes into") for text, _ in plan.steps)
+    output = "".join(printed)
+    report = json.loads(output[output.index("{"):])
+    assert report["qa"]["skipped"] == 4 and report["qa"]["judged"]["accuracy"] == 0.75
+    assert report["math"]["judged"]["metric"] == "math" and report["math"]["judged"]["judged_now"] == 0
+    judged = tmp_path / "teacher" / "judged"
+    rejected = [record for record in read_trajectories(judged / "qa.jsonl") if record["score"] == 0.0]
+    assert [record["task_id"] for record in rejected] == [collected[0]["task_id"]]
+    assert (rejected[0]["metrics"]["em"], rejected[0]["metrics"]["judge_explanation"]) == (1.0, "the judge disagrees")
+    _, by_match = trajectories_to_dataset([teacher / "qa.jsonl"], report=False)
+    _, by_judge = trajectories_to_dataset([judged / "qa.jsonl"], report=False)
+    assert (by_match.kept, by_judge.kept) == (4, 3), "the SFT filter keeps what the judge accepted"
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["judge"] == judge_spec(url) and [row["metric"] for row in results["rows"]] == ["judge", "math"]

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from agentdistill.errors import OutputConflictError
-
+from agentdistill.errors import OutputConflictError, UserError
 from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
 from agentdistill.policies.expert import ExpertPolicy
+from agentdistill.policies.openai import OpenAIPolicy
 from agentdistill.rollouts.evaluate import (
     PAPER_FACTUAL,
     PAPER_MATH,
@@ -27,6 +27,7 @@ from agentdistill.rollouts.evaluate import (
 )
 from agentdistill.rollouts.records import read_trajectories
 from tests.conftest import code_action
+from tests.policies.fake_judge import JUDGE_MODEL, running_fake_judge, shared_prompts_dir
 
 SYNTHETIC = ("AgentQA-Synthetic-v0", "AgentMath-Synthetic-v0")
 TEST_SPLIT = {env_id: {"split": "test"} for env_id in SYNTHETIC}
@@ -206,3 +207,65 @@ def test_a_directory_of_the_users_files_is_refused_and_left_alone(tmp_path: Path
     with pytest.raises(OutputConflictError, match=r"already holds files that no agentdistill run wrote here \(paper.tex\)"):
         evaluate("expert", ["AgentMath-Synthetic-v0"], limit=2, out_dir=tmp_path, progress=False)
     assert [path.name for path in tmp_path.iterdir()] == ["paper.tex"]
+
+
+class ByTask:
+    """A stand-in for a student with chosen answers per HotpotQA task (and "x" for anything else)."""
+
+    name = "by-task"
+    answers = {0: "the poet Denise Levertov", 1: "yes", 2: "Hong Kong"}
+
+    def generate(self, requests: Sequence[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
+        return [
+            [Completion(code_action(f"final_answer({self.answers.get(request.context['task_index'], 'x')!r})"))]
+            for request in requests
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def test_eval_with_the_paper_judge_grades_factual_rows_by_its_verdicts_and_counts_its_failures(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """The judge is a fake OpenAI-compatible server on 127.0.0.1 (gpt-4o-mini cannot be reached from here)."""
+    env_ids = ["AgentQA-HotpotQA-v0", "AgentMath-MATH500-v0"]
+    options: dict[str, Any] = {
+        "env_kwargs_by_env": suite_env_kwargs(shared_data, env_ids), "limit": 3, "num_envs": 2, "out_dir": tmp_path,
+        "progress": False, "prompts_dir": shared_prompts_dir(),
+    }
+    with running_fake_judge() as (server, url), OpenAIPolicy(url, JUDGE_MODEL, retries=0) as judge:
+        no_verdict = ["Both answers name places in Asia."]  # never a verdict: a judge failure
+        server.scripts["Hong Kong"] = no_verdict
+        table = evaluate(ByTask(), env_ids, judge=judge, **options)
+        assert len(server.bodies) == 2 + 3, "tasks 0 and 1 once, task 2 three times; math is never judged"
+        server.reset()
+        server.scripts["Hong Kong"] = no_verdict
+        again = evaluate(ByTask(), env_ids, judge=judge, **options)
+        assert server.predictions() == ["Hong Kong"] * 3, "a rerun only asks the failed verdict again"
+
+    qa, math = table.rows
+    assert (qa.metric, qa.episodes, qa.accuracy, qa.judge_failures) == ("judge", 3, pytest.approx(2 / 3), 1)
+    assert qa.grader_metrics["em"] == pytest.approx(1 / 3) and qa.grader_metrics["judge"] == pytest.approx(2 / 3)
+    assert (math.metric, math.accuracy, math.judge_failures) == ("math", 0.0, 0)
+    assert again == table
+    data = _files_written(tmp_path)
+    label = f"LLM judge (openai:{url}#{JUDGE_MODEL}, the paper's prompt)"
+    assert (data["judge"], data["qa_metric"], data["qa_metric_name"], data["judge_failures"]) == (
+        f"openai:{url}#{JUDGE_MODEL}", "judge", label, 1,
+    )
+    assert [row["judge_failures"] for row in data["rows"]] == [1, 0]
+    assert ResultsTable.from_dict(data) == table
+    assert f"QA metric: {label}; judge failures (scored 0): 1;" in (tmp_path / "results.md").read_text()
+    with (tmp_path / "results.csv").open() as handle:
+        assert [row["judge_failures"] for row in csv.DictReader(handle)][:2] == ["1", "0"]
+    assert sorted(path.name for path in (tmp_path / "judged").iterdir()) == ["AgentQA-HotpotQA-v0.jsonl"]
+    rolled_out = list(read_trajectories(tmp_path / "trajectories" / "AgentQA-HotpotQA-v0.jsonl"))
+    assert [record["score"] for record in rolled_out] == [0.0, 1.0, 0.0], "the trajectories keep the env's EM"
+
+
+def test_a_judge_without_prompts_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"the paper's judge needs prompts_dir=DIR"):
+        evaluate("expert", ["AgentQA-Synthetic-v0"], limit=1, out_dir=tmp_path / "out", progress=False,
+                 judge="openai:http://127.0.0.1:9/v1#gpt-4o-mini")
+    assert not (tmp_path / "out").exists()
