@@ -6,6 +6,7 @@
     agentdistill serve-retriever --index DIR [--host 127.0.0.1] [--port 8000]
     agentdistill rollout --env AgentQA-Synthetic-v0 --policy expert --episodes 200 --num-envs 16 --out t.jsonl
     agentdistill show t.jsonl [--index I]
+    agentdistill rescore t.jsonl --judge openai:URL#gpt-4o-mini --prompts-dir DIR --out judged.jsonl
     agentdistill ftp build --env AgentQA-HotpotQA-v0 --policy openai:URL#MODEL --episodes 1000 --out ftp.json
     agentdistill distill --trajectories t.jsonl --student scratch:tiny --out students/tiny --config configs/distill/sft_cpu_tiny.yaml
     agentdistill eval --policy hf:DIR --suite paper --data-root ../shared/data --limit 50 --sag 8 --out results/
@@ -162,8 +163,8 @@ def protocol_env_args(args: argparse.Namespace) -> dict[str, object]:
     from agentdistill.errors import UserError
 
     if args.protocol != "paper":
-        if args.prompts_dir is not None:
-            raise UserError("--prompts-dir is read only with --protocol paper")
+        if args.prompts_dir is not None and not getattr(args, "judge", None):
+            raise UserError("--prompts-dir is read only with --protocol paper (or --judge)")
         return {}
     from agentdistill.envs.paper.prompts import PaperPrompts
 
@@ -207,6 +208,19 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     rollout.add_argument("--wandb-project", default=None, help="log live metrics to this W&B project (offline without credentials)")
     rollout.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    rescore = commands.add_parser(
+        "rescore",
+        help="re-score trajectory files with the paper's LLM judge, without re-running them",
+        description="Judge every factual-QA answer of the given trajectory files with the paper's judge prompt and "
+        "write the records, with metrics['judge'] beside EM and F1, to a new file (a rerun resumes it).",
+    )
+    rescore.add_argument("trajectories", nargs="+", help="trajectory files from rollout, eval or run")
+    rescore.add_argument("--judge", required=True, metavar="SPEC", help="the judge policy, e.g. openai:URL#gpt-4o-mini")
+    rescore.add_argument("--prompts-dir", required=True, metavar="DIR", help="the paper's prompt files (judge_prompt.txt)")
+    rescore.add_argument("--out", required=True, help="the re-scored trajectory file to write (resumed if it is this rescore's)")
+    rescore.add_argument("--batch-size", type=positive_int, default=64, help="answers per judge call (default: 64)")
+    rescore.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     show = commands.add_parser("show", help="render trajectory episodes for reading in a terminal")
     show.add_argument("file", help="a trajectory file written by `agentdistill rollout`")
     show.add_argument("--index", type=non_negative_int, default=None, help="show only the episode at this position")
@@ -239,6 +253,9 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--sag-vote", choices=("answer", "logs"), default=None,
                           help="what SAG candidates vote with (default: logs, the paper's, under --protocol paper; else answer)")
     _add_protocol_arguments(evaluate)
+    evaluate.add_argument("--judge", default=None, metavar="SPEC",
+                          help="grade the factual benchmarks by the paper's LLM judge asked through this policy, e.g. "
+                          "openai:https://api.openai.com/v1#gpt-4o-mini (needs --prompts-dir: judge_prompt.txt)")
     evaluate.add_argument("--cot", choices=("none", "cot", "cot-rag"), default="none", help="evaluate the CoT baseline instead of the agent")
     evaluate.add_argument("--prompt-variant", choices=("full", "short"), default="full",
                           help="system prompt of the envs: students trained by `agentdistill distill` use short")
@@ -483,6 +500,20 @@ def _run_rollout(args: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
 
 
+def _run_rescore(args: argparse.Namespace) -> None:
+    for path in args.trajectories:
+        _check_input_file(path, "trajectory file")
+    _check_policy(args.judge)
+    _check_output(args.out, "file")
+    from agentdistill.rollouts.rescore import rescore
+
+    summary = rescore(
+        args.trajectories, args.judge, out=args.out, prompts_dir=args.prompts_dir, batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    sys.stdout.write(summary.to_text())
+
+
 def _run_show(args: argparse.Namespace) -> None:
     _check_input_file(args.file, "trajectory file")
     from agentdistill.rollouts.show import show_file
@@ -544,6 +575,8 @@ def _run_eval(args: argparse.Namespace) -> None:
             sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
             wandb_project=args.wandb_project,
             progress=not args.no_progress,
+            judge=args.judge,
+            prompts_dir=args.prompts_dir,
         )
     sys.stdout.write(table.to_markdown() + "\n")
 
@@ -669,6 +702,7 @@ _HANDLERS: Mapping[str, Callable[[argparse.Namespace], None]] = MappingProxyType
         "serve-retriever": _run_serve,
         "rollout": _run_rollout,
         "show": _run_show,
+        "rescore": _run_rescore,
         "ftp build": _run_ftp_build,
         "eval": _run_eval,
         "distill": _run_distill,
@@ -719,7 +753,7 @@ def _interrupted(args: argparse.Namespace) -> str:
         return f"checkpoints saved so far are in {args.out}; {again} from the last one"
     if command == "index build":
         return f"finished shards are kept in {args.out}; {again}"
-    if command in ("quickstart", "run", "ftp build"):
+    if command in ("quickstart", "run", "ftp build", "rescore"):
         return f"what finished is kept; {again}"
     return "nothing was written"
 

@@ -172,14 +172,14 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
 
     def describe_task(self, index: int) -> tuple[Task, dict[str, Any]]:
         """The task at ``index`` and the keys of :meth:`reset`'s ``info`` that depend only on it (``task_id``,
-        ``task_index`` and the family's extras, such as a synthetic task's ``plan``), without starting an episode.
+        ``task_index``, ``question`` and the family's extras, such as a synthetic task's ``plan``), without starting an episode.
 
         For code that asks a policy about tasks outside an episode (FTP prefixes): a reset would also reset the
         sandbox and build per-task tools, which costs far more than reading the task.
         """
         index = self._choose_task_index({"task_index": index})
         task = self.task_at(index)
-        return task, {"task_id": task.task_id, "task_index": index, **self._reset_info(task)}
+        return task, {"task_id": task.task_id, "task_index": index, "question": task.question, **self._reset_info(task)}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode on ``options["task_index"]``, or on a task the seeded RNG picks."""

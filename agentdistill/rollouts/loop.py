@@ -456,6 +456,7 @@ class _Loop:
             "task_index": episode.task_index,
             "sample": episode.sample,
             "task_id": episode.context.get("task_id"),
+            "question": episode.context.get("question"),
             "policy": self.policy.name,
             "sampling": asdict(self.sampling),
             "sag": self.sag.as_record() if self.sag else None,

@@ -147,7 +147,7 @@ def test_describe_task_gives_resets_task_info_without_starting_an_episode(env_id
         assert base.task is None  # no episode was started
         observation, info = env.reset(options={"task_index": 5})
         assert task.question in observation
-        assert described == {key: info[key] for key in ("task_id", "task_index", "plan")}
+        assert described == {key: info[key] for key in ("task_id", "task_index", "question", "plan")}
         with pytest.raises(ValueError, match=r"task_index'\] must be a non-negative int, got -1"):
             base.describe_task(-1)
     finally:
