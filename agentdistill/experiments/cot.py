@@ -10,6 +10,10 @@ Three optional sections, run in this order (:mod:`agentdistill.distill.cot` does
   ``agentdistill eval --cot cot|cot-rag`` does; results under ``OUT/eval/cot`` or ``OUT/eval/cot-rag``.
 
 RAG applies to the QA tasks only: math tasks get the plain CoT prompt in both baselines, as in the paper.
+
+``protocol: paper`` (with ``prompts_dir``) asks and reads answers as the paper's reasoning baseline does
+(:mod:`agentdistill.distill.cot`): its ``teacher_model.yaml`` prompt, the raw question, ``<answer>`` tags. Its
+runs decoded 4,096 new tokens greedily; the ``sampling`` sections say what this config decodes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentdistill.distill.cot import COT_MAX_NEW_TOKENS
+from agentdistill.distill.cot import COT_MAX_NEW_TOKENS, PAPER_COT_MAX_NEW_TOKENS
+from agentdistill.distill.sft_data import ProtocolName
 from agentdistill.experiments.checks import (
     check_policy,
     count_records,
@@ -37,7 +42,13 @@ from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_benchmarks, check_positive, check_task_entries
-from agentdistill.experiments.sft import TrainSection, plan_training, train
+from agentdistill.experiments.sft import (
+    TrainSection,
+    check_protocol,
+    describe_prompts_dir,
+    plan_training,
+    train,
+)
 from agentdistill.policies.base import SamplingParams
 from agentdistill.rollouts.collect import task_range
 
@@ -102,11 +113,16 @@ class CoTExperiment:
     data_root: str | None = None
     retriever: str | None = None
     """For QA envs: the search behind RAG (a server URL, an index directory, ``bm25``, ``dense``)."""
+    protocol: ProtocolName = "agentdistill"
+    """``paper``: the paper's CoT prompt and answer tags (:mod:`agentdistill.distill.cot`); needs ``prompts_dir``."""
+    prompts_dir: str | None = None
+    """The paper's prompt files (``teacher_model.yaml`` among them), for ``protocol: paper``."""
     collect: CoTCollectSection | None = None
     train: CoTTrainSection | None = None
     eval: CoTEvalSection | None = None
 
     def __post_init__(self) -> None:
+        check_protocol(self.protocol, self.prompts_dir)
         if self.collect is None and self.train is None and self.eval is None:
             raise ValueError("a cot experiment needs at least one of the sections collect, train, eval")
         if self.train is not None and not self.train.data and self.collect is None:
@@ -139,6 +155,11 @@ class CoTExperiment:
 
 def plan(config: CoTExperiment, where: Location) -> Plan:
     result = Plan(f"cot: the {'CoT + RAG' if config.rag else 'CoT'} distillation baseline ({where.file})")
+    if config.protocol == "paper":
+        assert config.prompts_dir is not None  # checked when the config was read
+        prompts = describe_prompts_dir(config.prompts_dir, where.child("prompts_dir"))
+        result.step(f"Protocol paper: the paper's CoT prompt and <answer> tags, {prompts}")
+        _warn_short_answers(config, result)
     if config.collect is not None:
         _plan_collect(config, config.collect, where.child("collect"), result)
     if config.train is not None:
@@ -146,6 +167,16 @@ def plan(config: CoTExperiment, where: Location) -> Plan:
     if config.eval is not None:
         _plan_eval(config, config.eval, where.child("eval"), result)
     return result
+
+
+def _warn_short_answers(config: CoTExperiment, plan: Plan) -> None:
+    """The paper's answers had room for 4,096 tokens; a shorter budget cuts long solutions off."""
+    for name, section in (("collect", config.collect), ("eval", config.eval)):
+        if section is not None and section.sampling.max_new_tokens < PAPER_COT_MAX_NEW_TOKENS:
+            plan.warn(
+                f"{name}.sampling.max_new_tokens is {section.sampling.max_new_tokens}; the paper's CoT runs used "
+                f"{PAPER_COT_MAX_NEW_TOKENS}"
+            )
 
 
 def _plan_collect(config: CoTExperiment, section: CoTCollectSection, where: Location, plan: Plan) -> None:
@@ -201,7 +232,7 @@ def run(config: CoTExperiment, where: Location, write: Callable[[str], None]) ->
     if config.train is not None:
         from agentdistill.distill.cot import cot_dataset
 
-        dataset = cot_dataset(config.train_data())
+        dataset = cot_dataset(config.train_data(), protocol=config.protocol)
         write(f"{len(dataset)} correct chain-of-thought answers to train on\n")
         if len(dataset) == 0:
             raise RuntimeError(f"no correct answer in {', '.join(config.train_data())}: nothing to train on")
@@ -231,6 +262,7 @@ def _run_collect(config: CoTExperiment, section: CoTCollectSection, where: Locat
                 collect_cot(
                     policy, env, tasks, rag=config.rag and is_factual(entry.env), top_k=section.top_k,
                     sampling=section.sampling, out=config.answers_path(entry), batch_size=section.batch_size,
+                    protocol=config.protocol, prompts_dir=config.prompts_dir,
                 )
             finally:
                 env.close()
@@ -252,7 +284,7 @@ def _run_eval(config: CoTExperiment, section: CoTEvalSection, where: Location, w
         table = evaluate_cot_suite(
             policy, env_ids, env_kwargs_by_env=kwargs_by_env, limit=section.limit, rag=config.rag,
             out_dir=Path(config.out) / "eval", top_k=section.top_k, sampling=section.sampling,
-            batch_size=section.batch_size,
+            batch_size=section.batch_size, protocol=config.protocol, prompts_dir=config.prompts_dir,
         )
     finally:
         policy.close()

@@ -8,6 +8,10 @@ is a configs/distill YAML path, or a mapping of SFT settings inline, optionally 
 :class:`~agentdistill.distill.sft.SFTSettings`.
 
 :class:`TrainSection` (student, settings, processes) is shared with the ``cot`` kind's ``train`` section.
+
+``protocol: paper`` (with ``prompts_dir``, the paper's prompt files) converts the trajectories as the paper's
+code does: records of ``protocol="paper"`` runs and the paper's released rows, with the paper's system prompt
+for students, call ids kept and the final-answer calls of episodes that ran out of steps added.
 """
 
 from __future__ import annotations
@@ -18,12 +22,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentdistill.distill.sft import SFTSettings
+from agentdistill.distill.sft_data import ProtocolName
+from agentdistill.errors import UserError
 from agentdistill.experiments.checks import check_file, check_model, count_records
 from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_positive
 from agentdistill.tracking import describe_tracking
+
+
+def check_protocol(protocol: ProtocolName, prompts_dir: str | None) -> None:
+    """A protocol that reads the paper's prompt files must be given their directory (``__post_init__`` check)."""
+    if protocol == "paper" and prompts_dir is None:
+        raise ValueError(
+            "protocol: paper needs prompts_dir: the directory of the paper's code_agent.yaml, teacher_model.yaml, "
+            "judge_prompt.txt and task_instruction.txt"
+        )
+
+
+def describe_prompts_dir(prompts_dir: str, where: Location) -> str:
+    """How a plan names the paper's prompt files, once they loaded from ``prompts_dir`` (a dry run checks them)."""
+    from agentdistill.envs.paper.prompts import PaperPrompts
+
+    try:
+        prompts = PaperPrompts.load(prompts_dir)
+    except UserError as error:
+        raise where.error(str(error)) from None
+    return f"the paper's prompts from {prompts.directory}"
 
 
 def sft_settings(value: Any, where: Location) -> SFTSettings:
@@ -79,11 +105,17 @@ class SFTExperiment(TrainSection):
     """Trajectory files of collect experiments (JSON Lines)."""
     prompt_variant: Literal["short", "full"] = "short"
     """The system prompt the student is trained with (``short``: the paper's, without examples)."""
+    protocol: ProtocolName = "agentdistill"
+    """``paper``: convert as the paper's code does (:mod:`agentdistill.distill.sft_data`); needs ``prompts_dir``."""
+    prompts_dir: str | None = None
+    """The paper's prompt files (``code_agent.yaml``, ``teacher_model.yaml``, ``judge_prompt.txt``,
+    ``task_instruction.txt``), for ``protocol: paper``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.trajectories:
             raise ValueError("trajectories is empty: list the trajectory files to train on")
+        check_protocol(self.protocol, self.prompts_dir)
 
 
 def plan_training(section: TrainSection, out: str, data: list[str], plan: Plan, where: Location) -> None:
@@ -145,9 +177,17 @@ def train(section: TrainSection, dataset: Any, out: str, write: Callable[[str], 
 
 def plan(config: SFTExperiment, where: Location) -> Plan:
     result = Plan(f"sft: student from teacher trajectories ({where.file})")
-    result.step(
-        f"Convert and filter trajectories with the paper's rules; student system prompt: {config.prompt_variant}"
-    )
+    if config.protocol == "paper":
+        assert config.prompts_dir is not None  # checked when the config was read
+        prompts = describe_prompts_dir(config.prompts_dir, where.child("prompts_dir"))
+        result.step(
+            "Convert and filter trajectories as the paper's code does (protocol paper: correct, no parse error; "
+            f"call ids kept; final-answer calls added); student system prompt: {config.prompt_variant}, from {prompts}"
+        )
+    else:
+        result.step(
+            f"Convert and filter trajectories with the paper's rules; student system prompt: {config.prompt_variant}"
+        )
     plan_training(config, config.out, list(config.trajectories), result, where)
     return result
 
@@ -155,7 +195,10 @@ def plan(config: SFTExperiment, where: Location) -> Plan:
 def run(config: SFTExperiment, where: Location, write: Callable[[str], None]) -> None:
     from agentdistill.distill.sft_data import trajectories_to_dataset
 
-    dataset, report = trajectories_to_dataset(list(config.trajectories), system_prompt_variant=config.prompt_variant)
+    dataset, report = trajectories_to_dataset(
+        list(config.trajectories), system_prompt_variant=config.prompt_variant, protocol=config.protocol,
+        prompts_dir=config.prompts_dir,
+    )
     write(report.table() + "\n")
     if len(dataset) == 0:
         raise RuntimeError(f"no episode of {', '.join(config.trajectories)} passed the filters: nothing to train on")

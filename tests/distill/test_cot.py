@@ -9,15 +9,16 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from agentdistill.errors import OutputConflictError
-
 import agentdistill  # noqa: F401 - registers the env ids
-from agentdistill.distill.cot import collect_cot, cot_dataset, evaluate_cot, evaluate_cot_suite
+from agentdistill.distill.cot import collect_cot, cot_dataset, evaluate_cot, evaluate_cot_suite, paper_cot_answer
+from agentdistill.envs.paper.prompts import PaperPrompts
+from agentdistill.errors import OutputConflictError, UserError
 from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
 from agentdistill.policies.expert import ExpertPolicy
 from agentdistill.rollouts.evaluate import suite_env_kwargs
 from agentdistill.rollouts.ftp import COT_SYSTEM_PROMPT
 from agentdistill.rollouts.records import read_trajectories
+from tests.conftest import SHARED_DATA, env_kwargs
 
 SYNTHETIC = ("AgentQA-Synthetic-v0", "AgentMath-Synthetic-v0")
 
@@ -169,3 +170,106 @@ def test_answer_files_written_before_run_identities_still_resume(tmp_path: Path)
         assert out.read_bytes() == before
     finally:
         env.close()
+
+
+# --- the paper's protocol -------------------------------------------------------------------------
+
+PROMPTS_DIR = SHARED_DATA / "agent-distillation" / "prompts"
+
+
+class Tagged:
+    """Answers each question with a short reasoning and its gold answer, in the paper's ``<answer>`` tags (or bare)."""
+
+    name = "tagged"
+
+    def __init__(self, gold_by_question: dict[str, str], *, tags: bool = True) -> None:
+        self.gold_by_question, self.tags = gold_by_question, tags
+        self.calls, self.seen, self.params = 0, [], None
+
+    def generate(self, requests: Sequence[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
+        self.calls += 1
+        self.seen, self.params = list(requests), params
+        answers = [self.gold_by_question[request.messages[-1]["content"]] for request in requests]
+        if self.tags:
+            texts = [f"Let me think step by step.\n\nIt is known.\n\n<answer> {answer} </answer>" for answer in answers]
+        else:
+            texts = [f"Let me think step by step.\n\nThe answer is {answer}." for answer in answers]
+        return [[Completion(text)] for text in texts]
+
+    def close(self) -> None:
+        pass
+
+
+def _gold_by_question(env: gym.Env, count: int) -> dict[str, str]:
+    return {env.unwrapped.task_at(index).question: env.unwrapped.task_at(index).answer for index in range(count)}
+
+
+def test_the_papers_answer_is_read_from_its_tags() -> None:
+    assert paper_cot_answer("Nixon was president.\n\n<answer> Richard Nixon </answer>", math=False) == "Richard Nixon"
+    assert paper_cot_answer("No tags here.\n\nJust text.", math=False) == "No tags here.\n\nJust text."
+    assert paper_cot_answer("<answer>1</answer> then <answer>2</answer>", math=False) == "1"
+    assert paper_cot_answer("So:\n<answer> \\boxed{\\frac{9}{14}} </answer>", math=True) == "\\frac{9}{14}"
+    assert paper_cot_answer("<answer>$5$</answer>", math=True) == "5"
+    assert paper_cot_answer("Work.\n\nHence \\boxed{12}.", math=True) == "12"  # no tag: the box of the response
+
+
+def test_paper_cot_asks_with_the_teachers_prompt_and_grades_the_tagged_answer(tmp_path: Path) -> None:
+    env = gym.make("AgentMath-MATH500-v0", **env_kwargs("AgentMath-MATH500-v0"))
+    out = tmp_path / "math500.jsonl"
+    try:
+        policy = Tagged(_gold_by_question(env, 3))
+        assert collect_cot(policy, env, range(3), out=out, protocol="paper", prompts_dir=PROMPTS_DIR) == 3
+        questions = [env.unwrapped.task_at(index).question for index in range(3)]
+    finally:
+        env.close()
+    teacher = PaperPrompts.load(PROMPTS_DIR).teacher_system_prompt
+    assert teacher.endswith("Now, please answer the following question: ")
+    for request, question in zip(policy.seen, questions):
+        assert request.messages == ({"role": "system", "content": teacher}, {"role": "user", "content": question})
+    assert (policy.params.max_new_tokens, policy.params.stop, policy.params.temperature) == (4096, (), 0.0)
+    records = list(read_trajectories(out))
+    assert all(record["score"] == 1.0 and record["run"]["protocol"] == "paper" for record in records)
+    assert [record["answer"] for record in records] == [record["gold"] for record in records]
+    assert len(cot_dataset(out, protocol="paper")) == 3
+    with pytest.raises(UserError, match=rf"{out}: record 1 was collected under protocol 'paper', not 'agentdistill'"):
+        cot_dataset(out, protocol="agentdistill")
+
+
+def test_paper_cot_takes_the_whole_response_when_it_has_no_tags(tmp_path: Path) -> None:
+    env = gym.make("AgentQA-HotpotQA-v0", **env_kwargs("AgentQA-HotpotQA-v0"))
+    try:
+        gold = _gold_by_question(env, 2)
+        collect_cot(Tagged(gold), env, range(2), out=tmp_path / "tagged.jsonl", protocol="paper",
+                    prompts_dir=PROMPTS_DIR)
+        collect_cot(Tagged(gold, tags=False), env, range(2), out=tmp_path / "bare.jsonl", protocol="paper",
+                    prompts_dir=PROMPTS_DIR)
+    finally:
+        env.close()
+    tagged, bare = list(read_trajectories(tmp_path / "tagged.jsonl")), list(read_trajectories(tmp_path / "bare.jsonl"))
+    assert [record["score"] for record in tagged] == [1.0, 1.0]
+    assert [record["answer"] for record in tagged] == list(gold.values())
+    assert all(record["answer"] == record["messages"][-1]["content"] and record["score"] == 0.0 for record in bare)
+
+
+def test_paper_cot_without_prompts_dir_is_refused_before_anything_is_asked(tmp_path: Path) -> None:
+    env = gym.make("AgentMath-Synthetic-v0")
+    policy = Fixed("<answer>1</answer>")
+    try:
+        with pytest.raises(UserError, match="protocol='paper' needs prompts_dir=DIR: .*teacher_model.yaml"):
+            collect_cot(policy, env, range(2), out=tmp_path / "x.jsonl", protocol="paper")
+    finally:
+        env.close()
+    with pytest.raises(UserError, match="needs prompts_dir"):
+        evaluate_cot(policy, "AgentMath-Synthetic-v0", {"split": "test"}, limit=2, out_dir=tmp_path / "e",
+                     protocol="paper")
+    assert policy.calls == 0 and not (tmp_path / "x.jsonl").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_paper_cot_evaluation_keeps_its_directory_to_itself(tmp_path: Path) -> None:
+    row = evaluate_cot("expert", "AgentMath-Synthetic-v0", {"split": "test"}, limit=2, out_dir=tmp_path,
+                       protocol="paper", prompts_dir=PROMPTS_DIR)
+    assert row.accuracy == 1.0  # the expert boxes its answer without tags: the whole response, then its box
+    records = list(read_trajectories(tmp_path / "cot" / "AgentMath-Synthetic-v0.jsonl"))
+    assert records[0]["messages"][0]["content"] == PaperPrompts.load(PROMPTS_DIR).teacher_system_prompt
+    with pytest.raises(OutputConflictError, match="protocol"):
+        evaluate_cot("expert", "AgentMath-Synthetic-v0", {"split": "test"}, limit=2, out_dir=tmp_path)

@@ -29,6 +29,7 @@ from agentdistill.distill.sft_data import (
     trajectories_to_dataset,
 )
 from agentdistill.envs.codeact import parse_error_observation
+from agentdistill.errors import UserError
 from agentdistill.policies.expert import ExpertPolicy
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import read_trajectories
@@ -421,13 +422,14 @@ def test_paper_trajectories_import_into_rows(
     paper_dataset: datasets.Dataset, prompts: dict[str, dict[str, str]]
 ) -> None:
     records = import_paper_trajectories(paper_dataset)
+    # the env comes from the row's data (a number asked of numbers is math), not from whether it searched
     assert [r["env_id"] for r in records] == [
         "AgentQA-HotpotQA-v0",
         "AgentMath-MATH-v0",
         "AgentMath-MATH-v0",
         "AgentMath-MATH-v0",
         "AgentQA-HotpotQA-v0",
-        None,
+        "AgentQA-HotpotQA-v0",
     ]
     assert records[-1]["failed"] and records[-1]["messages"] == []
 
@@ -475,8 +477,9 @@ def test_paper_import_accepts_dict_logs_and_fixed_env(prompts: dict[str, dict[st
 
 
 def test_load_paper_trajectories_goes_through_load_dataset(
-    paper_dataset: datasets.Dataset, monkeypatch: pytest.MonkeyPatch
+    paper_dataset: datasets.Dataset, monkeypatch: pytest.MonkeyPatch, prompts: dict[str, dict[str, str]]
 ) -> None:
+    """The hub cannot be reached here: ``load_dataset`` is replaced by one serving the same rows locally."""
     calls = []
 
     def fake_load_dataset(hub_id: str, split: str) -> datasets.Dataset:
@@ -484,6 +487,38 @@ def test_load_paper_trajectories_goes_through_load_dataset(
         return paper_dataset
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    records = load_paper_trajectories("agent-distillation/Qwen2.5-32B-Instruct_agent_trajectories_2k_prefix")
+    rows = load_paper_trajectories("agent-distillation/Qwen2.5-32B-Instruct_agent_trajectories_2k_prefix")
     assert calls == [("agent-distillation/Qwen2.5-32B-Instruct_agent_trajectories_2k_prefix", "train")]
-    assert len(records) == len(paper_dataset)
+    assert rows == paper_dataset.to_list()
+    # the rows themselves go to the converter, which recognises them and imports them for this package's envs
+    dataset, report = trajectories_to_dataset(rows, report=False)
+    assert report.total == 6 and report.kept == 2
+    assert dataset[0]["messages"][0]["content"] == prompts["AgentQA-Synthetic-v0"]["short"]
+
+
+def test_a_file_of_released_rows_is_recognised_and_imported(tmp_path: Path, prompts: dict[str, dict[str, str]]) -> None:
+    path = tmp_path / "released.jsonl"
+    text = "".join(json.dumps(row) + "\n" for row in _paper_rows())
+    path.write_text(text[:-1])  # an exported file may end without a newline: its last row still counts
+    from_file, report = trajectories_to_dataset(path, report=False)
+    from_rows, _ = trajectories_to_dataset(import_paper_trajectories(_paper_rows()), report=False)
+    assert report.total == 6 and from_file.to_list() == from_rows.to_list()
+
+
+def test_a_line_that_is_no_episode_is_named_with_its_file_and_line(tmp_path: Path, records: list[dict]) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(_good(records)) + "\n" + json.dumps({"question": "Q?", "answer": "A"}) + "\n")
+    with pytest.raises(UserError, match=rf"{path}: line 2 is neither a trajectory record of agentdistill"):
+        trajectories_to_dataset(path, report=False)
+    path.write_text('[{"question": "Q?"}]\n')
+    with pytest.raises(UserError, match=rf"{path}: line 1 is a JSON list, not an object"):
+        trajectories_to_dataset(path, report=False)
+
+
+def test_records_of_the_papers_protocol_are_not_converted_as_ours(tmp_path: Path, records: list[dict]) -> None:
+    paper = _good(records)
+    paper["run"] = {**paper["run"], "protocol": "paper"}
+    path = tmp_path / "paper.jsonl"
+    path.write_text(json.dumps(_good(records)) + "\n" + json.dumps(paper) + "\n")
+    with pytest.raises(UserError, match=rf"{path}: line 2 was played under protocol 'paper'"):
+        trajectories_to_dataset(path, report=False)

@@ -1,23 +1,37 @@
-"""`show` renders what a model wrote without letting it drive the terminal; prefix files are never overwritten.
+"""`show` renders what a model wrote without letting it drive the terminal; prefix files are never overwritten,
+and the paper's first-thought prefixes are cut and read as its code cuts and writes them.
 
-Real trajectory files from the scripted expert, rendered by rich into a captured console; real prefix files.
+Real trajectory files from the scripted expert, rendered by rich into a captured console; real prefix files; the
+paper's prompts and HotpotQA questions from ../shared/data.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 from rich.console import Console
 
 import agentdistill  # noqa: F401 - registers the env ids
+from agentdistill.envs.paper.prompts import PaperPrompts
 from agentdistill.errors import OutputConflictError, UserError
+from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
 from agentdistill.policies.expert import ExpertPolicy
 from agentdistill.rollouts.collect import collect_trajectories
-from agentdistill.rollouts.ftp import build_prefix_file, load_prefixes, save_prefixes
+from agentdistill.rollouts.ftp import (
+    build_prefix_file,
+    build_prefixes,
+    load_prefixes,
+    paper_first_thought,
+    prefix_for,
+    save_prefixes,
+)
 from agentdistill.rollouts.show import show_file
+from tests.conftest import SHARED_DATA, env_kwargs
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -81,3 +95,77 @@ def test_a_bad_prefix_file_names_the_file_and_line(tmp_path: Path) -> None:
     path.write_text('["a", "b"]')
     with pytest.raises(UserError, match="expected a JSON object mapping task ids to prefix strings"):
         load_prefixes(path)
+
+
+# --- the paper's first-thought prefixes -----------------------------------------------------------
+
+PROMPTS_DIR = SHARED_DATA / "agent-distillation" / "prompts"
+
+
+class Reasoner:
+    """Answers every chain-of-thought request with the same text, keeping the requests it saw."""
+
+    name = "reasoner"
+
+    def __init__(self, text: str) -> None:
+        self.text, self.seen = text, []
+
+    def generate(self, requests: Sequence[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
+        self.seen += list(requests)
+        return [[Completion(self.text)] for _ in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_papers_prefix_is_the_first_paragraph_with_its_whitespace() -> None:
+    assert paper_first_thought("  I need X.  \nThen Y.\n\nSo Z.\n\n<answer>Z</answer>") == "  I need X.  \nThen Y.\n\n"
+    assert paper_first_thought("\n\nLate start.") == "\n\n"
+    assert paper_first_thought("One paragraph only.") == "One paragraph only.\n\n"
+
+
+def test_paper_prefixes_are_asked_with_the_teachers_prompt_and_keyed_by_task(tmp_path: Path) -> None:
+    env = gym.make("AgentQA-HotpotQA-v0", **env_kwargs("AgentQA-HotpotQA-v0"))
+    policy = Reasoner(" To find the answer, I need the film's director.\n\nThe director is X.\n\n<answer>X</answer>")
+    try:
+        prefixes = build_prefixes(env, policy, range(2), protocol="paper", prompts_dir=PROMPTS_DIR)
+        tasks = [env.unwrapped.task_at(index) for index in range(2)]
+    finally:
+        env.close()
+    teacher = PaperPrompts.load(PROMPTS_DIR).teacher_system_prompt
+    assert [request.messages for request in policy.seen] == [
+        ({"role": "system", "content": teacher}, {"role": "user", "content": task.question}) for task in tasks
+    ]
+    assert prefixes == {task.task_id: " To find the answer, I need the film's director.\n\n" for task in tasks}
+    with pytest.raises(UserError, match="needs prompts_dir"):
+        build_prefix_file(policy, "AgentMath-Synthetic-v0", range(1), tmp_path / "ftp.json", protocol="paper")
+    assert not (tmp_path / "ftp.json").exists()
+
+
+def test_a_paper_prefix_opens_the_first_turn_as_the_papers_does(tmp_path: Path) -> None:
+    prefix_file = tmp_path / "ftp.json"
+    prefixes = build_prefix_file(ExpertPolicy(), "AgentMath-Synthetic-v0", range(2), prefix_file, protocol="paper",
+                                 prompts_dir=PROMPTS_DIR)
+    out = tmp_path / "teacher.jsonl"
+    collect_trajectories(ExpertPolicy(), "AgentMath-Synthetic-v0", out=out, episodes=2, progress=False,
+                         ftp_prefixes=load_prefixes(prefix_file))
+    for record in json.loads("[" + ",".join(out.read_text().splitlines()) + "]"):
+        first_turn = record["messages"][2]["content"]
+        # the paper's stored prefix, "Thought: " + response.split("\n\n")[0] + "\n\n", then the teacher's code
+        assert first_turn.startswith("Thought: " + prefixes[record["task_id"]] + "\n```py")
+        assert prefixes[record["task_id"]].endswith(".\n\n") and record["score"] == 1.0
+
+
+def test_the_papers_own_prefix_memory_is_read_and_matched_by_question(tmp_path: Path) -> None:
+    memory = tmp_path / "prefix_memory.json"
+    memory.write_text(json.dumps(
+        {" In what year was X born?": "Thought: I need X's birth year.\n\n", "Who is Y?": "Thought: \n\n"}, indent=4
+    ))
+    prefixes = load_prefixes(memory)
+    assert prefixes == {"In what year was X born?": "I need X's birth year.\n\n", "Who is Y?": "\n\n"}
+    assert prefix_for(prefixes, task_id="5a8d73", question="In what year was X born?") == "I need X's birth year.\n\n"
+    assert prefix_for(prefixes, task_id="5a8d73", question="Who is Z?") is None
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps({"task-1": "Thought: about the plan.", "task-2": "I plan."}))
+    assert load_prefixes(ours) == {"task-1": "Thought: about the plan.", "task-2": "I plan."}  # not every value
+    assert prefix_for(load_prefixes(ours), task_id="task-2", question="anything") == "I plan."
