@@ -284,6 +284,7 @@ def _add_distill_command(commands: argparse._SubParsersAction) -> None:
                          help="track the run in this W&B project (default: the config's, else agentdistill; offline "
                          "without credentials, files under OUT/wandb)")
     distill.add_argument("--no-wandb", action="store_true", help="do not track the run with W&B")
+    _add_protocol_arguments(distill)
 
 
 def _add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -533,7 +534,7 @@ def _run_ftp_build(args: argparse.Namespace) -> None:
     try:
         prefixes = build_prefix_file(
             policy, args.env, range(args.start, args.start + args.episodes), args.out, env_kwargs=env_args,
-            progress=not args.no_progress,
+            progress=not args.no_progress, protocol=args.protocol, prompts_dir=args.prompts_dir,
         )
     finally:
         policy.close()
@@ -560,8 +561,14 @@ def _run_eval(args: argparse.Namespace) -> None:
     if args.cot != "none":
         from agentdistill.distill.cot import evaluate_cot_suite
 
+        # the CoT baseline runs no agent: its protocol is the CoT's own, not the envs'
+        cot_kwargs = {
+            env_id: {key: value for key, value in kwargs.items() if key not in ("protocol", "prompts_dir")}
+            for env_id, kwargs in kwargs_by_env.items()
+        }
         table = evaluate_cot_suite(
-            args.policy, env_ids, env_kwargs_by_env=kwargs_by_env, limit=args.limit, rag=args.cot == "cot-rag", out_dir=args.out
+            args.policy, env_ids, env_kwargs_by_env=cot_kwargs, limit=args.limit, rag=args.cot == "cot-rag",
+            out_dir=args.out, protocol=args.protocol, prompts_dir=args.prompts_dir,
         )
     else:
         table = evaluate(
@@ -598,7 +605,8 @@ def _run_distill(args: argparse.Namespace) -> None:
 
     settings = SFTSettings.from_yaml(args.config) if args.config else SFTSettings()
     settings = settings.replace(wandb_project=_wandb_project(args, settings.wandb_project))
-    dataset, report = trajectories_to_dataset(args.trajectories)
+    protocol_env_args(args)  # the paper's prompt files, checked before anything slow
+    dataset, report = trajectories_to_dataset(args.trajectories, protocol=args.protocol, prompts_dir=args.prompts_dir)
     report.describe()
     if len(dataset) == 0:
         raise UserError(f"no episode of {', '.join(args.trajectories)} passed the filters: nothing to train on")

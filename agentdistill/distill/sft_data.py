@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import datasets
 
@@ -60,7 +60,7 @@ from agentdistill.envs.prompts import (
     web_search_tool,
 )
 from agentdistill.errors import UserError
-from agentdistill.rollouts.ftp import ProtocolName
+from agentdistill.envs.paper import PROTOCOLS, ProtocolName
 from agentdistill.rollouts.records import RECORD_PREFIX, recorded_identity
 
 logger = logging.getLogger(__name__)
@@ -68,9 +68,6 @@ logger = logging.getLogger(__name__)
 Message = dict[str, str]
 Record = Mapping[str, Any]
 TrajectorySource = str | os.PathLike[str] | Record
-
-PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
-"""The conversions :func:`trajectories_to_dataset` knows (see the module docstring)."""
 
 DROP_REASONS: tuple[str, ...] = (
     "failed",

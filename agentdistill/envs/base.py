@@ -36,7 +36,8 @@ from agentdistill.envs.paper.codeact import PaperParse
 from agentdistill.envs.paper.codeact import assistant_turn as paper_assistant_turn
 from agentdistill.envs.paper.codeact import parse_action as paper_parse_action
 from agentdistill.envs.paper.prompts import PaperPrompts
-from agentdistill.envs.paper.protocol import PROTOCOLS, PaperEpisode, Protocol, paper_module_roots
+from agentdistill.envs.paper import PROTOCOLS, ProtocolName
+from agentdistill.envs.paper.protocol import PaperEpisode, paper_module_roots
 from agentdistill.envs.sag import CandidateOutcome, decode_sag, select_candidate, vote_key
 from agentdistill.envs.spaces import BoundedText
 from agentdistill.envs.tasks import Task
@@ -84,7 +85,7 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         sandbox: SandboxSpec = "local",
         sandbox_limits: SandboxLimits | None = None,
         render_mode: str | None = None,
-        protocol: Protocol = "agentdistill",
+        protocol: ProtocolName = "agentdistill",
         prompts_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _require_positive_int("max_steps", max_steps)
@@ -92,7 +93,7 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
             raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         if prompts_dir is not None and protocol != "paper":
             raise UserError("prompts_dir is read only with protocol='paper'; pass protocol='paper' too")
-        self.protocol: Protocol = protocol
+        self.protocol: ProtocolName = protocol
         self._paper = PaperEpisode(PaperPrompts.load(prompts_dir)) if protocol == "paper" else None
         if self._paper is not None:
             self.allowed_imports = paper_module_roots()

@@ -38,6 +38,8 @@ from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_positive, check_sag, check_task_entries
+from agentdistill.envs.paper import ProtocolName
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
 from agentdistill.policies.base import SamplingParams
 from agentdistill.policies.judge import PaperJudge
 from agentdistill.rollouts.collect import task_range
@@ -92,8 +94,11 @@ class CollectExperiment:
     ``openai:https://api.openai.com/v1#gpt-4o-mini``), into ``OUT/judged/<name>.jsonl``."""
     prompts_dir: str | None = None
     """The directory of the paper's prompt files (``judge_prompt.txt`` among them)."""
+    protocol: ProtocolName = "agentdistill"
+    """``paper``: the teacher acts under the paper's agent texts and rules, and FTP prefixes are cut its way."""
 
     def __post_init__(self) -> None:
+        check_protocol(self.protocol, self.prompts_dir)
         check_task_entries(self.tasks)
         check_sag(self.sag)
         check_positive(num_envs=self.num_envs)
@@ -140,6 +145,8 @@ def _jobs(config: CollectExperiment, where: Location, plan: Plan) -> list[_Job]:
     for index, entry in enumerate(config.tasks):
         place = where.child("tasks").child(index)
         kwargs = entry_env_kwargs(entry, data_root=config.data_root, retriever=config.retriever, where=place)
+        if config.protocol == "paper":
+            kwargs.update(protocol="paper", prompts_dir=config.prompts_dir)
         probe = probe_env(entry.env, kwargs, place, plan)
         start = entry_start(entry, probe.hub)
         tasks = entry_tasks(entry, probe, plan, place)
@@ -158,6 +165,10 @@ def plan(config: CollectExperiment, where: Location) -> Plan:
     result = Plan(f"collect: teacher trajectories ({where.file})")
     parsed = check_policy(config.policy, config.policy_args, result, where)
     teacher = result.step(f"Teacher: {describe_policy(parsed)}")
+    teacher.append(f"protocol: {config.protocol}" + (
+        f" ({describe_prompts_dir(config.prompts_dir or '', where.child('prompts_dir'))})"
+        if config.protocol == "paper" else ""
+    ))
     sampling = config.sampling
     teacher.append(
         f"sampling: temperature {sampling.temperature}, top-p {sampling.top_p}, max {sampling.max_new_tokens} "
@@ -165,7 +176,7 @@ def plan(config: CollectExperiment, where: Location) -> Plan:
     )
     if config.sag is not None:
         sag = config.sag
-        teacher.append(f"SAG: {sag.n} candidates, temperature {sag.temperature}, top-p {sag.top_p}")
+        teacher.append(f"SAG: {sag.n} candidates, temperature {sag.temperature}, top-p {sag.top_p}, vote on {sag.vote}")
     if config.ftp is not None:
         _plan_ftp(config, where, result)
     jobs = _jobs(config, where, result)
@@ -226,6 +237,7 @@ def run(config: CollectExperiment, where: Location, write: Callable[[str], None]
                     build_prefix_file(
                         ftp_writer, job.entry.env, indices, path, env_kwargs=job.env_kwargs,
                         sampling=config.ftp.sampling, batch_size=config.ftp.batch_size,
+                        protocol=config.protocol, prompts_dir=config.prompts_dir,
                     )
                 prefixes = load_prefixes(path)
             summary = collect_trajectories(

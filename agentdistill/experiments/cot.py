@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentdistill.distill.cot import COT_MAX_NEW_TOKENS, PAPER_COT_MAX_NEW_TOKENS
-from agentdistill.distill.sft_data import ProtocolName
+from agentdistill.envs.paper import ProtocolName
 from agentdistill.experiments.checks import (
     check_policy,
     count_records,
@@ -42,13 +42,8 @@ from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_benchmarks, check_positive, check_task_entries
-from agentdistill.experiments.sft import (
-    TrainSection,
-    check_protocol,
-    describe_prompts_dir,
-    plan_training,
-    train,
-)
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
+from agentdistill.experiments.sft import TrainSection, plan_training, train
 from agentdistill.policies.base import SamplingParams
 from agentdistill.rollouts.collect import task_range
 

@@ -31,6 +31,8 @@ from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_benchmarks, check_positive, check_sag
+from agentdistill.envs.paper import ProtocolName
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
 from agentdistill.errors import UserError
 from agentdistill.policies import parse_policy_spec
 from agentdistill.policies.base import SamplingParams
@@ -65,8 +67,11 @@ class EvalExperiment:
     ``openai:https://api.openai.com/v1#gpt-4o-mini`` (math is never judged)."""
     prompts_dir: str | None = None
     """The directory of the paper's prompt files (``judge_prompt.txt`` among them)."""
+    protocol: ProtocolName = "agentdistill"
+    """``paper``: the envs speak the paper's agent texts and rules and read its test lists (with ``data_root``)."""
 
     def __post_init__(self) -> None:
+        check_protocol(self.protocol, self.prompts_dir)
         check_benchmarks(self.suite, self.tasks)
         check_sag(self.sag)
         check_positive(limit=self.limit, num_envs=self.num_envs)
@@ -91,14 +96,18 @@ def benchmark_kwargs(
     env_args: Mapping[str, Any],
     prompt_variant: str | None,
     where: Location,
+    protocol: str = "agentdistill",
+    prompts_dir: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Constructor arguments per benchmark: local files (with ``data_root``), ``env_args``, the retriever."""
+    """Constructor arguments per benchmark: local files (with ``data_root``; the paper's test lists under its
+    protocol), ``env_args``, the retriever, and the protocol."""
     from agentdistill.rollouts.evaluate import benchmark_env_kwargs
 
     if data_root is not None and not Path(data_root).is_dir():
         raise where.child("data_root").error(f"{data_root!r} is not a directory")
-    local = benchmark_env_kwargs(env_ids, data_root=data_root, prompt_variant=prompt_variant)
-    return {env_id: with_retriever(env_id, {**local[env_id], **env_args}, retriever) for env_id in env_ids}
+    local = benchmark_env_kwargs(env_ids, data_root=data_root, prompt_variant=prompt_variant, protocol=protocol)
+    paper = {"protocol": "paper", "prompts_dir": prompts_dir} if protocol == "paper" else {}
+    return {env_id: with_retriever(env_id, {**local[env_id], **env_args, **paper}, retriever) for env_id in env_ids}
 
 
 def check_judge(judge: str, prompts_dir: str | None, plan: Plan, where: Location) -> str:
@@ -166,10 +175,14 @@ def plan(config: EvalExperiment, where: Location) -> Plan:
     parsed = check_policy(config.policy, config.policy_args, result, where)
     env_ids = benchmark_ids(config.suite, config.tasks, where)
     details = result.step(f"Policy: {describe_policy(parsed)}; system prompt: {config.prompt_variant}")
+    details.append(f"protocol: {config.protocol}" + (
+        f" ({describe_prompts_dir(config.prompts_dir or '', where.child('prompts_dir'))})"
+        if config.protocol == "paper" else ""
+    ))
     sampling = config.sampling
     if config.sag is not None:
         details.append(f"SAG: {config.sag.n} candidates per step, temperature {config.sag.temperature}, "
-                       f"top-p {config.sag.top_p}")
+                       f"top-p {config.sag.top_p}, vote on {config.sag.vote}")
     else:
         details.append(f"no SAG: temperature {sampling.temperature}, top-p {sampling.top_p}")
     details.append(
@@ -177,7 +190,7 @@ def plan(config: EvalExperiment, where: Location) -> Plan:
     )
     kwargs_by_env = benchmark_kwargs(
         env_ids, data_root=config.data_root, retriever=config.retriever, env_args=config.env_args,
-        prompt_variant=config.prompt_variant, where=where,
+        prompt_variant=config.prompt_variant, where=where, protocol=config.protocol, prompts_dir=config.prompts_dir,
     )
     if config.judge is not None:
         label = check_judge(config.judge, config.prompts_dir, result, where)
@@ -204,7 +217,7 @@ def run(config: EvalExperiment, where: Location, write: Callable[[str], None]) -
     env_ids = benchmark_ids(config.suite, config.tasks, where)
     kwargs_by_env = benchmark_kwargs(
         env_ids, data_root=config.data_root, retriever=config.retriever, env_args=config.env_args,
-        prompt_variant=config.prompt_variant, where=where,
+        prompt_variant=config.prompt_variant, where=where, protocol=config.protocol, prompts_dir=config.prompts_dir,
     )
     policy = make_policy(config.policy, **config.policy_args)
     try:

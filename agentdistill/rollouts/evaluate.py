@@ -81,6 +81,32 @@ SUITE_DATA: Mapping[str, Mapping[str, str]] = MappingProxyType(
 )
 """For each benchmark, env arguments naming files relative to the shared data folder (``../shared/data``)."""
 
+_WIKI18_SAMPLE = "corpora/flashrag_wiki18_sample_1000.jsonl"
+
+PAPER_TEST_SETS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        # The paper's eight lists (its repository's data_processor/, 500/125/500/500/500/500/90/200 tasks). The QA
+        # lists carry no paragraphs: the paper searched wiki-18, so a real run passes retriever= its index or
+        # server; a 1,000-passage sample of wiki-18 stands in when none is given (it holds few answers).
+        "AgentQA-HotpotQA-v0": {
+            "data_path": "agent-distillation/qa_dataset/test/hotpotqa_500_20250422.json", "corpus": _WIKI18_SAMPLE,
+        },
+        "AgentQA-Bamboogle-v0": {
+            "data_path": "agent-distillation/qa_dataset/test/bamboogle_125_20250507.json", "corpus": _WIKI18_SAMPLE,
+        },
+        "AgentQA-MuSiQue-v0": {
+            "data_path": "agent-distillation/qa_dataset/test/musique_500_20250504.json", "corpus": _WIKI18_SAMPLE,
+        },
+        "AgentQA-2WikiMultiHopQA-v0": {
+            "data_path": "agent-distillation/qa_dataset/test/2wikimultihopqa_500_20250511.json",
+            "corpus": _WIKI18_SAMPLE,
+        },
+        **{env_id: SUITE_DATA[env_id] for env_id in PAPER_MATH},
+    }
+)
+"""Under ``protocol="paper"``: the paper's own test lists for all eight benchmarks, relative to the shared data
+folder (the default protocol maps HotpotQA and MuSiQue to local files that carry their paragraphs instead)."""
+
 METRIC_NAMES: Mapping[str, str] = MappingProxyType(
     {
         "em": "exact match (EM)",
@@ -101,18 +127,20 @@ _DOMAIN_COLOURS = MappingProxyType({"factual": "#4C72B0", "math": "#DD8452", "ot
 
 
 def suite_env_kwargs(
-    data_root: str | os.PathLike[str] | None, env_ids: Iterable[str] = PAPER_SUITE
+    data_root: str | os.PathLike[str] | None, env_ids: Iterable[str] = PAPER_SUITE, *, protocol: str = "agentdistill"
 ) -> dict[str, dict[str, Any]]:
-    """Env arguments for each of ``env_ids``: local files under ``data_root`` (:data:`SUITE_DATA`), or
-    nothing when ``data_root`` is ``None`` (the envs then load the benchmarks from the hub)."""
+    """Env arguments for each of ``env_ids``: local files under ``data_root`` (:data:`SUITE_DATA`, or
+    :data:`PAPER_TEST_SETS` under the paper's protocol), or nothing when ``data_root`` is ``None`` (the envs
+    then load the benchmarks from the hub)."""
+    mapping = PAPER_TEST_SETS if protocol == "paper" else SUITE_DATA
     result: dict[str, dict[str, Any]] = {}
     for env_id in env_ids:
         if data_root is None:
             result[env_id] = {}
             continue
-        if env_id not in SUITE_DATA:
-            raise ValueError(f"no local data is mapped for {env_id!r}; mapped ids: {', '.join(SUITE_DATA)}")
-        result[env_id] = {key: str(Path(data_root) / relative) for key, relative in SUITE_DATA[env_id].items()}
+        if env_id not in mapping:
+            raise ValueError(f"no local data is mapped for {env_id!r}; mapped ids: {', '.join(mapping)}")
+        result[env_id] = {key: str(Path(data_root) / relative) for key, relative in mapping[env_id].items()}
     return result
 
 
@@ -126,15 +154,18 @@ def benchmark_env_kwargs(
     data_root: str | os.PathLike[str] | None = None,
     prompt_variant: str | None = None,
     env_args: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Constructor arguments for each env of an evaluation: the suite's local files under ``data_root``
-    (:func:`suite_env_kwargs`; ids outside :data:`PAPER_SUITE`, such as the synthetic envs, need none), the
+    (:func:`suite_env_kwargs`, for ``protocol`` or else the ``protocol`` of ``env_args``; ids outside
+    :data:`PAPER_SUITE`, such as the synthetic envs, need none), the
     system prompt variant (``"short"`` for students trained by ``agentdistill distill``) and ``env_args`` for
     every env. The synthetic envs are evaluated on their held-out split (:data:`HELD_OUT_SPLIT`) unless
     ``env_args`` names one: their default split is the one teacher trajectories, and so students, come from."""
+    protocol = protocol or str((env_args or {}).get("protocol", "agentdistill"))
     result: dict[str, dict[str, Any]] = {}
     for env_id in env_ids:
-        local = suite_env_kwargs(data_root, (env_id,))[env_id] if env_id in PAPER_SUITE else {}
+        local = suite_env_kwargs(data_root, (env_id,), protocol=protocol)[env_id] if env_id in PAPER_SUITE else {}
         held_out = {"split": HELD_OUT_SPLIT} if is_synthetic(env_id) else {}
         variant = {"prompt_variant": prompt_variant} if prompt_variant is not None else {}
         result[env_id] = {**local, **held_out, **variant, **dict(env_args or {})}

@@ -18,10 +18,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import gymnasium as gym
 
+from agentdistill.envs.paper import ProtocolName
 from agentdistill.envs.paper.prompts import PaperPrompts
 from agentdistill.errors import OutputConflictError, UserError
 from agentdistill.policies.base import Policy, PolicyRequest, SamplingParams
@@ -40,9 +41,6 @@ def first_paragraph(text: str) -> str:
             return cleaned
     return ""
 
-
-ProtocolName = Literal["agentdistill", "paper"]
-"""How prompts, turns and prefixes are made: this package's way (``agentdistill``) or the paper's code exactly."""
 
 THOUGHT_OPENING = "Thought: "
 """What the rollout loop writes before a prefix, and what the paper's prefix-memory values start with."""

@@ -33,6 +33,7 @@ from agentdistill.envs.codeact import END_CODE
 from agentdistill.envs.paper.codeact import PAPER_STOP
 from agentdistill.envs.sag import VOTES, encode_candidates
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
+from agentdistill.rollouts.ftp import prefix_for
 from agentdistill.rollouts.metrics import RolloutMetrics
 from agentdistill.rollouts.records import TrajectoryWriter, run_identity
 from agentdistill.rollouts.tokens import ObservationTokenizer, TokenTrace
@@ -396,7 +397,7 @@ class _Loop:
         while pending:
             task_index, sample = pending.pop()
             observation, info = self._reset(slot, task_index)
-            ftp = self.ftp_prefixes.get(str(info.get("task_id")))
+            ftp = prefix_for(self.ftp_prefixes, task_id=str(info.get("task_id")), question=str(info.get("question", "")))
             if ftp is None and self.ftp_prefixes and info.get("protocol") == "paper":
                 self.without_prefix += 1  # the paper runs only the tasks its prefix file holds
                 if self.bar is not None:

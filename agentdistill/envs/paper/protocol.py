@@ -21,15 +21,13 @@ winner once more.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from agentdistill.envs.paper.codeact import PaperParse, error_turn, observation_turn
 from agentdistill.envs.paper.prompts import PaperPrompts, authorized_imports
 from agentdistill.envs.tools.retrieval.tool import WebSearchTool
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, ToolFunction
 
-Protocol = Literal["agentdistill", "paper"]
-PROTOCOLS: tuple[str, ...] = ("agentdistill", "paper")
 
 NO_RETRIEVER = (
     "web_search has no retriever in this env: pass retriever= (the paper's agents searched wiki-18, "
