@@ -39,7 +39,7 @@ from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_positive, check_sag, check_task_entries
 from agentdistill.envs.paper import ProtocolName
-from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.policies.base import SamplingParams
 from agentdistill.policies.judge import PaperJudge
 from agentdistill.rollouts.collect import task_range
@@ -93,11 +93,13 @@ class CollectExperiment:
     """Judge each entry's factual episodes by the paper's LLM judge, this policy spec (e.g.
     ``openai:https://api.openai.com/v1#gpt-4o-mini``), into ``OUT/judged/<name>.jsonl``."""
     prompts_dir: str | None = None
-    """The directory of the paper's prompt files (``judge_prompt.txt`` among them)."""
+    """The directory of the paper's prompt files (``judge_prompt.txt`` among them); a relative path is read under
+    ``data_root`` when that is set (:func:`~agentdistill.experiments.protocol.resolve_prompts_dir`)."""
     protocol: ProtocolName = "agentdistill"
     """``paper``: the teacher acts under the paper's agent texts and rules, and FTP prefixes are cut its way."""
 
     def __post_init__(self) -> None:
+        with_resolved_prompts_dir(self)
         check_protocol(self.protocol, self.prompts_dir)
         check_task_entries(self.tasks)
         check_sag(self.sag)

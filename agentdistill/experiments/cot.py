@@ -42,7 +42,7 @@ from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_benchmarks, check_positive, check_task_entries
-from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.experiments.sft import TrainSection, plan_training, train
 from agentdistill.policies.base import SamplingParams
 from agentdistill.rollouts.collect import task_range
@@ -111,12 +111,14 @@ class CoTExperiment:
     protocol: ProtocolName = "agentdistill"
     """``paper``: the paper's CoT prompt and answer tags (:mod:`agentdistill.distill.cot`); needs ``prompts_dir``."""
     prompts_dir: str | None = None
-    """The paper's prompt files (``teacher_model.yaml`` among them), for ``protocol: paper``."""
+    """The paper's prompt files (``teacher_model.yaml`` among them), for ``protocol: paper``; a relative path is read
+    under ``data_root`` when that is set."""
     collect: CoTCollectSection | None = None
     train: CoTTrainSection | None = None
     eval: CoTEvalSection | None = None
 
     def __post_init__(self) -> None:
+        with_resolved_prompts_dir(self)
         check_protocol(self.protocol, self.prompts_dir)
         if self.collect is None and self.train is None and self.eval is None:
             raise ValueError("a cot experiment needs at least one of the sections collect, train, eval")

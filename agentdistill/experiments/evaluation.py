@@ -32,7 +32,7 @@ from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_benchmarks, check_positive, check_sag
 from agentdistill.envs.paper import ProtocolName
-from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.errors import UserError
 from agentdistill.policies import parse_policy_spec
 from agentdistill.policies.base import SamplingParams
@@ -66,11 +66,13 @@ class EvalExperiment:
     """Grade the factual benchmarks by the paper's LLM judge: a policy spec, e.g.
     ``openai:https://api.openai.com/v1#gpt-4o-mini`` (math is never judged)."""
     prompts_dir: str | None = None
-    """The directory of the paper's prompt files (``judge_prompt.txt`` among them)."""
+    """The directory of the paper's prompt files (``judge_prompt.txt`` among them); a relative path is read under
+    ``data_root`` when that is set (:func:`~agentdistill.experiments.protocol.resolve_prompts_dir`)."""
     protocol: ProtocolName = "agentdistill"
     """``paper``: the envs speak the paper's agent texts and rules and read its test lists (with ``data_root``)."""
 
     def __post_init__(self) -> None:
+        with_resolved_prompts_dir(self)
         check_protocol(self.protocol, self.prompts_dir)
         check_benchmarks(self.suite, self.tasks)
         check_sag(self.sag)

@@ -45,6 +45,15 @@ def _dry_run(path: Path, overrides: list[str]) -> tuple[Any, str]:
     return plan, "".join(printed)
 
 
+PAPER_PROMPTS = SHARED_DATA / "agent-distillation" / "prompts"
+
+
+def _prompts_override(raw: dict[str, Any], *, data_root_set: bool) -> list[str]:
+    """The paper's prompt files are the user's to provide (read from prompts_dir under data_root when set, else
+    from the current directory): where no data_root points at them, the test names the shared copy."""
+    return [f"prompts_dir={PAPER_PROMPTS}"] if "prompts_dir" in raw and not data_root_set else []
+
+
 def _kind(path: Path) -> str:
     return str(yaml.safe_load(path.read_text())["kind"])
 
@@ -60,8 +69,10 @@ def test_the_paper_has_a_config_per_experiment() -> None:
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda path: path.stem)
 def test_every_paper_config_dry_runs_on_the_shared_data(path: Path, in_repo: None, no_network: None) -> None:
-    uses_data = "data_root" in yaml.safe_load(path.read_text())
-    plan, printed = _dry_run(path, [f"data_root={SHARED_DATA}"] if uses_data else [])
+    raw = yaml.safe_load(path.read_text())
+    uses_data = "data_root" in raw
+    overrides = [f"data_root={SHARED_DATA}"] if uses_data else []
+    plan, printed = _dry_run(path, overrides + _prompts_override(raw, data_root_set=uses_data))
     assert plan.steps and "Dry run: the config is valid" in printed
     if uses_data:
         assert str(SHARED_DATA) in printed, "the envs should be built from the local files"
@@ -72,9 +83,9 @@ def test_every_paper_config_dry_runs_on_the_shared_data(path: Path, in_repo: Non
 def test_every_paper_config_dry_runs_as_shipped_and_says_what_it_would_load(
     path: Path, in_repo: None, no_network: None
 ) -> None:
-    plan, printed = _dry_run(path, [])
-    assert "Needs (not touched by a dry run)" in printed
     raw = yaml.safe_load(path.read_text())
+    plan, printed = _dry_run(path, _prompts_override(raw, data_root_set=False))
+    assert "Needs (not touched by a dry run)" in printed
     if "data_root" in raw:  # tasks from the hub: named, not fetched
         assert any("hub dataset" in need for need in plan.needs), plan.needs
     if "student" in raw or "train" in raw or "vllm:" in path.read_text():  # a Qwen model from the hub
@@ -364,3 +375,19 @@ prompts_dir: {prompts}
     run_experiment(collect, dry_run=True, write=printed.append)
     assert f"qa: {tmp_path / 'teacher' / 'judged' / 'qa.jsonl'}" in "".join(printed)
     assert "factual episodes scored by the judge's verdict; math keeps its own score" in "".join(printed)
+
+
+def test_the_paper_eval_lists_its_eight_test_sets_protocol_and_judge(in_repo: None, no_network: None) -> None:
+    plan, printed = _dry_run(REPO / "configs/paper/eval_qwen2.5-1.5b_sag.yaml", [f"data_root={SHARED_DATA}"])
+    expected = {
+        "AgentQA-HotpotQA-v0": 500, "AgentQA-Bamboogle-v0": 125, "AgentQA-MuSiQue-v0": 500,
+        "AgentQA-2WikiMultiHopQA-v0": 500, "AgentMath-MATH500-v0": 500, "AgentMath-GSMHard-v0": 500,
+        "AgentMath-AIME-v0": 90, "AgentMath-OlymMATH-v0": 200,
+    }
+    for env_id, count in expected.items():
+        line = next(line for line in printed.splitlines() if line.strip().startswith(f"{env_id}:"))
+        assert f"{count} of {count} tasks from local file {SHARED_DATA}/agent-distillation/" in line, line
+        judged = env_id.startswith("AgentQA-")
+        assert ("metric: LLM judge (openai:https://api.openai.com/v1#gpt-4o-mini" in line) == judged, line
+    assert f"protocol: paper (the paper's prompts from {PAPER_PROMPTS})" in printed
+    assert "vote on logs" in printed
