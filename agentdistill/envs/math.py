@@ -15,7 +15,10 @@ from agentdistill.envs.graders import MathGrader, normalize_math_answer
 from agentdistill.envs.imports import MATH_IMPORTS
 from agentdistill.envs.prompts import MATH_EXAMPLES, ToolSpec
 from agentdistill.envs.splits import load_split
+from agentdistill.envs.tools.retrieval.factory import RetrieverSpec, make_retriever
+from agentdistill.envs.tools.retrieval.tool import WebSearchTool
 from agentdistill.envs.tools.sandbox.base import ToolFunction
+from agentdistill.errors import UserError
 
 
 class AgentMathEnv(SplitEnv):
@@ -29,6 +32,10 @@ class AgentMathEnv(SplitEnv):
         rel_tol: relative tolerance for numeric answers.
         grade_timeout_s: time bound of one equivalence check.
         max_tasks: keep only the first ``max_tasks`` tasks.
+        retriever: with ``protocol="paper"``, what the paper's ``web_search`` (given to math agents too) searches:
+            an ``agentdistill index build`` directory or a retrieval server URL (the paper's wiki-18 index);
+            without one, a search is an error the agent sees.
+        encoder: the query encoder of an index directory (default: the index's own).
         **kwargs: episode settings of :class:`CodeActEnv`.
     """
 
@@ -44,9 +51,18 @@ class AgentMathEnv(SplitEnv):
         rel_tol: float = 1e-4,
         grade_timeout_s: float = 5.0,
         max_tasks: int | None = None,
+        retriever: RetrieverSpec | None = None,
+        encoder: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if retriever is not None and self.protocol != "paper":
+            raise UserError("math envs search only under protocol='paper' (the paper gave its math agents web_search)")
+        self._search = (
+            WebSearchTool(make_retriever(retriever, documents=list, encoder=encoder), 3)
+            if retriever is not None
+            else None
+        )
         self.task_name = task_name
         self._grader = MathGrader(rel_tol=rel_tol, timeout_s=grade_timeout_s)
         self.tasks = load_split(task_name, "math", data_path, split, max_tasks)
@@ -57,7 +73,7 @@ class AgentMathEnv(SplitEnv):
         return normalize_math_answer(answer)
 
     def _tools(self) -> Mapping[str, ToolFunction]:
-        return {}
+        return {"web_search": self._search} if self._search is not None else {}
 
     def _tool_specs(self) -> Sequence[ToolSpec]:
         return []

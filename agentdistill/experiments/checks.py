@@ -78,7 +78,8 @@ def with_retriever(env_id: str, kwargs: Mapping[str, Any], retriever: str | None
     from agentdistill.envs.tools.retrieval.factory import uses_env_corpus
 
     result = dict(kwargs)
-    if retriever is None or not is_factual(env_id) or "retriever" in result:
+    searches = is_factual(env_id) or result.get("protocol") == "paper"  # the paper's math agents search too
+    if retriever is None or not searches or "retriever" in result:
         return result
     result["retriever"] = retriever
     if not uses_env_corpus(retriever):

@@ -28,6 +28,7 @@ from agentdistill.experiments.checks import (
     describe_policy,
     describe_range,
     entry_env_kwargs,
+    with_retriever,
     entry_start,
     entry_tasks,
     probe_env,
@@ -149,6 +150,7 @@ def _jobs(config: CollectExperiment, where: Location, plan: Plan) -> list[_Job]:
         kwargs = entry_env_kwargs(entry, data_root=config.data_root, retriever=config.retriever, where=place)
         if config.protocol == "paper":
             kwargs.update(protocol="paper", prompts_dir=config.prompts_dir)
+            kwargs = with_retriever(entry.env, kwargs, config.retriever)  # the paper's math agents search too
         probe = probe_env(entry.env, kwargs, place, plan)
         start = entry_start(entry, probe.hub)
         tasks = entry_tasks(entry, probe, plan, place)

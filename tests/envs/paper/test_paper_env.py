@@ -217,3 +217,34 @@ def test_rollout_cli_under_the_paper_protocol_votes_on_logs(tmp_path: Path) -> N
     without_prompts = [arg for arg in argv if arg not in ("--prompts-dir", str(PROMPTS))]
     assert main([*without_prompts[:-3], "--out", str(tmp_path / "u.jsonl")]) == 1  # --protocol paper, no directory
     assert not (tmp_path / "u.jsonl").exists()
+
+
+def test_a_paper_math_agent_searches_the_retriever_it_is_given() -> None:
+    """The paper's math agents had web_search too: here over a real retrieval server on 127.0.0.1 serving BM25
+    over the wiki-18 sample."""
+    from agentdistill.envs.tools.retrieval.bm25 import BM25Retriever
+    from agentdistill.envs.tools.retrieval.corpus import load_corpus
+    from agentdistill.envs.tools.retrieval.server import ServerThread
+
+    corpus = SHARED_DATA / "corpora" / "flashrag_wiki18_sample_1000.jsonl"
+    rows = {document.doc_id: document.contents for document in load_corpus(corpus)}
+    with ServerThread.for_retriever(BM25Retriever(load_corpus(corpus))) as server:
+        env = gym.make("AgentMath-MATH500-v0", data_path=str(MATH500), protocol="paper", prompts_dir=str(PROMPTS),
+                       retriever=server.url)
+        try:
+            env.reset(options={"task_index": 0})
+            observation, *_ = env.step(_code('print(web_search(query="polar coordinates"))'))
+        finally:
+            env.close()
+    assert observation.startswith("Call id: call_1\nObservation:\nExecution logs:\n\nRetrieved documents:\n\n===== Document 0")
+    first = observation.split(" =====\n", 1)[1].split("\n\n===== Document 1")[0]
+    assert first in rows.values()  # the corpus row as written
+    with pytest.raises(UserError, match="math envs search only under protocol='paper'"):
+        gym.make("AgentMath-MATH500-v0", data_path=str(MATH500), retriever=server.url)
+
+
+def test_a_paper_math_agent_without_a_retriever_sees_why_its_search_failed(math_env: gym.Env) -> None:
+    math_env.reset(options={"task_index": 0})
+    observation, *_ = math_env.step(_code('web_search(query="x")'))
+    assert "Error:\nCode execution failed at line 'web_search(query=\"x\")' due to: " in observation
+    assert "web_search has no retriever in this env: pass retriever=" in observation
