@@ -291,6 +291,8 @@ class ResultsTable:
     sag_n: int = 0
     limit: int | None = None
     judge: str | None = None
+    sag_vote: str = "answer"
+    """What SAG's candidates voted with (``answer`` or ``logs``, the paper's)."""
 
     @property
     def qa_metric(self) -> str:
@@ -318,6 +320,7 @@ class ResultsTable:
             "method": self.method,
             "sag_n": self.sag_n,
             "sag": self.sag_n > 1,
+            "sag_vote": self.sag_vote if self.sag_n > 1 else None,
             "limit": self.limit,
             "qa_metric": self.qa_metric,
             "qa_metric_name": self._qa_metric_name(),
@@ -335,6 +338,7 @@ class ResultsTable:
             rows=tuple(TaskResult(**row) for row in data["rows"]),
             method=str(data.get("method", "agent")),
             sag_n=int(data.get("sag_n", 0)),
+            sag_vote=str(data.get("sag_vote") or "answer"),
             limit=data.get("limit"),
             judge=data.get("judge"),
         )
@@ -361,7 +365,7 @@ class ResultsTable:
             parts.append(f"judge failures (scored 0): {self.judge_failures}")
         if any(row.domain == "math" for row in self.rows):
             parts.append(f"math metric: {METRIC_NAMES['math']}")
-        parts.append(f"SAG: {'on, N=' + str(self.sag_n) if self.sag_n > 1 else 'off'}")
+        parts.append(f"SAG: {f'on, N={self.sag_n}, vote on {self.sag_vote}' if self.sag_n > 1 else 'off'}")
         parts.append(f"tasks per benchmark: {'first ' + str(self.limit) if self.limit else 'all'}")
         return "; ".join(parts) + "."
 
@@ -545,7 +549,7 @@ def evaluate(
             run = start_wandb_run(wandb_project, out, config, name=f"eval {runner.name}")
             resources.callback(run.finish)
         table = ResultsTable(
-            policy=runner.name, rows=(), sag_n=sag_n if sag else 0, limit=limit,
+            policy=runner.name, rows=(), sag_n=sag_n if sag else 0, limit=limit, sag_vote=sag.vote if sag else "answer",
             judge=paper_judge.name if paper_judge is not None else None,
         )
         for env_id in env_ids:
@@ -601,7 +605,7 @@ def claim_evaluation_directory(
         "policy": policy,
         "method": method,
         "sampling": asdict(sampling or SamplingParams()),
-        "sag": asdict(sag) if sag is not None else None,
+        "sag": sag.as_record() if sag is not None else None,
         **dict(extra or {}),
     }
     return claim_run_directory(out_dir, command="eval", identity=identity)

@@ -150,8 +150,12 @@ def test_sag_is_recorded_in_the_table(tmp_path: Path) -> None:
     table = evaluate("expert", ["AgentQA-Synthetic-v0"], limit=2, sag_n=3, num_envs=2, out_dir=tmp_path,
                      progress=False)
     assert table.sag_n == 3 and table.rows[0].accuracy == 1.0
-    assert "SAG: on, N=3" in table.to_markdown()
-    assert json.loads((tmp_path / "results.json").read_text())["sag"] is True
+    assert "SAG: on, N=3, vote on answer" in table.to_markdown()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sag"] is True and results["sag_vote"] == "answer"
+    voted = evaluate("expert", ["AgentQA-Synthetic-v0"], limit=2, sag_settings=SAGSettings(n=3, vote="logs"),
+                     num_envs=2, out_dir=tmp_path / "logs", progress=False)
+    assert voted.sag_vote == "logs" and "vote on logs" in voted.to_markdown()
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     # the same out_dir without SAG would mix the two settings in one table: refused, nothing touched
     with pytest.raises(OutputConflictError, match=r"holds another `agentdistill eval` run \(sag: \{'n': 3"):
