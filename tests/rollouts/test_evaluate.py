@@ -25,6 +25,7 @@ from agentdistill.rollouts.evaluate import (
     evaluate,
     suite_env_kwargs,
 )
+from agentdistill.rollouts.loop import SAGSettings
 from agentdistill.rollouts.records import read_trajectories
 from tests.conftest import code_action
 from tests.policies.fake_judge import JUDGE_MODEL, running_fake_judge, shared_prompts_dir
