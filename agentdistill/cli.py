@@ -102,26 +102,23 @@ def sag_candidates(text: str) -> int:
     return value
 
 
-def temperature(text: str) -> float:
-    """An argparse type: a sampling temperature, >= 0 (0: greedy)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a temperature >= 0 (0: greedy), got {text}")
-    return value
+def _number_where(holds: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: a float for which ``holds`` is true (``what`` says which ones)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not holds(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
 
 
-def probability(text: str) -> float:
-    """An argparse type: a top-p mass in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a top-p in (0, 1], got {text}")
-    return value
+temperature = _number_where(lambda value: 0 <= value < float("inf"), "a temperature >= 0 (0: greedy)")
+probability = _number_where(lambda value: 0 < value <= 1, "a top-p in (0, 1]")
 
 
 def env_argument(text: str) -> tuple[str, object]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import asdict
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import gymnasium as gym
 
@@ -264,22 +264,10 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
     ) -> tuple[str, ParsedAction, ExecutionResult | None, dict[str, Any]]:
         """Run every parsable candidate from the current state, vote, and adopt the winner's state."""
         parsed = [self._parse(action) for action in actions]
-        runnable = [index for index, p in enumerate(parsed) if p.code is not None]
-        results = self._run_candidates([parsed[index].code or "" for index in runnable], runnable)
-        outcomes = []
-        for index in range(len(actions)):
-            result = results.get(index)
-            valid = result is not None and result.error is None and not result.state_lost
-            if vote == "logs":
-                key = result.logs if result is not None else ""
-            else:
-                observation = execution_observation(result.logs, result.value, result.error) if result else ""
-                key = vote_key(result.final_answer if result else None, observation, self.normalize_answer)
-            outcomes.append(CandidateOutcome(valid, key))
-        selection = select_candidate(outcomes)
-        winner = selection.winner
-        self._adopt(runnable, results, winner)
-        return actions[winner], parsed[winner], results.get(winner), {**selection.as_info(), "vote": vote}
+        results, winner, info = self._vote(
+            [p.code for p in parsed], vote, lambda _, result: execution_observation(result.logs, result.value, result.error)
+        )
+        return actions[winner], parsed[winner], results.get(winner), info
 
     def _paper_step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """One step of the paper's protocol (:class:`agentdistill.envs.paper.protocol.PaperEpisode`): an action
@@ -319,24 +307,38 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
     ) -> tuple[str, PaperParse, ExecutionResult | None, dict[str, Any]]:
         """SAG under the paper's protocol: its parsing and, with ``vote="logs"``, its vote on printed output;
         the candidates still run in forks of the current state and the winner's state is adopted (never re-run)."""
+        assert self._paper is not None
+        paper = self._paper
         turns = [paper_assistant_turn(action) for action in actions]
         parsed = [paper_parse_action(turn) for turn in turns]
-        runnable = [index for index, p in enumerate(parsed) if p.code is not None]
-        results = self._run_candidates([parsed[index].code or "" for index in runnable], runnable)
+        results, winner, info = self._vote(
+            [p.code for p in parsed], vote, lambda index, result: paper.observation(self._steps, parsed[index], result)
+        )
+        return turns[winner], parsed[winner], results.get(winner), info
+
+    def _vote(
+        self, codes: Sequence[str | None], vote: str, observation_of: Callable[[int, ExecutionResult], str]
+    ) -> tuple[dict[int, ExecutionResult], int, dict[str, Any]]:
+        """Run the candidates' ``codes`` (``None``: did not parse) from the current state, vote and adopt the
+        winner's state; returns the results by candidate, the winner and ``info["sag"]``. A candidate is valid when
+        it ran without error; it votes with its printed output (``vote="logs"``) or else its normalised answer,
+        falling back to its observation (``observation_of``)."""
+        runnable = [index for index, code in enumerate(codes) if code is not None]
+        results = self._run_candidates([codes[index] or "" for index in runnable], runnable)
         outcomes = []
-        for index in range(len(actions)):
+        for index in range(len(codes)):
             result = results.get(index)
             valid = result is not None and result.error is None and not result.state_lost
-            if vote == "logs":
-                key = result.logs if result is not None else ""
+            if result is None:
+                key = ""
+            elif vote == "logs":
+                key = result.logs
             else:
-                observation = self._paper.observation(self._steps, parsed[index], result) if result else ""
-                key = vote_key(result.final_answer if result else None, observation, self.normalize_answer)
+                key = vote_key(result.final_answer, observation_of(index, result), self.normalize_answer)
             outcomes.append(CandidateOutcome(valid, key))
         selection = select_candidate(outcomes)
-        winner = selection.winner
-        self._adopt(runnable, results, winner)
-        return turns[winner], parsed[winner], results.get(winner), {**selection.as_info(), "vote": vote}
+        self._adopt(runnable, results, selection.winner)
+        return results, selection.winner, {**selection.as_info(), "vote": vote}
 
     def _run_candidates(self, codes: list[str], runnable: list[int]) -> dict[int, ExecutionResult]:
         """Each candidate's result from the current state (in forks), by candidate index."""
