@@ -426,3 +426,20 @@ def test_an_sft_config_of_the_papers_protocol_names_its_prompts(tmp_path: Path) 
 
     with pytest.raises(ConfigError, match=r"prompts_dir: prompts_dir .* lacks code_agent.yaml"):
         run_experiment(config, dry_run=True, write=lambda text: None)
+
+
+def test_distill_protocol_paper_on_the_cli(prompts: PaperPrompts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentdistill.cli import main
+
+    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(key, value)
+    released = tmp_path / "released.jsonl"
+    released.write_text("".join(json.dumps(row) + "\n" for row in _released_rows(prompts)))
+    settings = tmp_path / "sft.yaml"
+    settings.write_text("\n".join(line for line in TINY_SFT.read_text().splitlines() if not line.startswith("max_steps"))
+                        + "\nmax_steps: 2\n")
+    argv = ["distill", "--trajectories", str(released), "--student", "scratch:tiny", "--out", str(tmp_path / "s"),
+            "--config", str(settings), "--no-wandb", "--protocol", "paper", "--prompts-dir", str(PROMPTS_DIR)]
+    assert main(argv) == 0
+    trained = [json.loads(line) for line in (tmp_path / "s" / "sft_data.jsonl").read_text().splitlines()]
+    assert trained[0]["messages"] == _expected_qa_conversation(prompts)
