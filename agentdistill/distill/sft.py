@@ -114,8 +114,8 @@ class SFTSettings:
     lora_target_modules: str | tuple[str, ...] = "all-linear"
     merge_lora: bool = False
     """Also write ``out_dir/merged``, the base with the adapter merged in (LoRA only)."""
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 42
