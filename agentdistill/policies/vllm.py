@@ -18,8 +18,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -166,7 +166,7 @@ class VLLMPolicy:
         by_ids = [index for index, request in enumerate(requests) if request.prompt_token_ids is not None]
         if by_ids:
             prompts = [list(requests[index].prompt_token_ids or ()) for index in by_ids]
-            for index, completions in zip(by_ids, self._generate_ids(prompts, params)):
+            for index, completions in zip(by_ids, self._generate_ids(prompts, params, by_ids)):
                 results[index] = completions
         for continues in (False, True):
             indices = [
@@ -176,7 +176,7 @@ class VLLMPolicy:
             if not indices:
                 continue
             conversations = [[dict(message) for message in requests[index].messages] for index in indices]
-            for index, completions in zip(indices, self._chat(conversations, params, continues)):
+            for index, completions in zip(indices, self._chat(conversations, params, continues, indices)):
                 results[index] = completions
         return [completions if completions is not None else [] for completions in results]
 
@@ -209,51 +209,77 @@ class VLLMPolicy:
     def __repr__(self) -> str:
         return f"VLLMPolicy({self.model!r}, lora={self.lora!r})"
 
-    def _sampling_params(self, params: SamplingParams) -> Any:
-        return self._vllm.SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop),
-            seed=params.seed,
-            logprobs=0 if self.logprobs else None,
-        )
+    def _sampling_params(self, params: SamplingParams, request_indices: Sequence[int]) -> list[Any]:
+        """One vLLM ``SamplingParams`` per request. A greedy request with ``n > 1`` is decoded once (its samples
+        would all be alike, and vLLM refuses greedy ``n > 1``); with a seed, request ``i`` of the call samples
+        with ``seed + i * n``, so identical conversations in one call get different samples, as with ``hf:``.
+        vLLM's own checks of the values raise here, for the caller to fail these requests only."""
+        greedy = params.temperature == 0
+        return [
+            self._vllm.SamplingParams(
+                n=1 if greedy else params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                stop=list(params.stop),
+                seed=None if params.seed is None else params.seed + index * params.n,
+                logprobs=0 if self.logprobs else None,
+            )
+            for index in request_indices
+        ]
 
     def _chat(
-        self, conversations: list[list[dict[str, Any]]], params: SamplingParams, continues: bool
+        self, conversations: list[list[dict[str, Any]]], params: SamplingParams, continues: bool,
+        request_indices: Sequence[int],
     ) -> list[list[Completion]]:
         """One ``LLM.chat`` call for conversations that all continue (or all start) an assistant turn."""
-        sampling = self._sampling_params(params)
-        try:
-            outputs = self._call_chat(conversations, sampling, continues)
-        except Exception as error:  # noqa: BLE001 - find which conversations fail, keep the others
-            if len(conversations) == 1:
-                return [_failed(params, f"{self.name}: {type(error).__name__}: {error}")]
-            logger.warning("vLLM batch of %d failed (%s); retrying one by one", len(conversations), error)
-            return [self._chat([conversation], params, continues)[0] for conversation in conversations]
-        if len(outputs) != len(conversations):
-            reason = f"{self.name}: vLLM returned {len(outputs)} outputs for {len(conversations)} conversations"
-            return [_failed(params, reason) for _ in conversations]
-        return [_completions_from_output(output, params) for output in outputs]
+        return self._batched(
+            len(conversations), params, request_indices,
+            lambda sampling: self._call_chat(conversations, sampling, continues),
+            lambda single: self._chat([conversations[single]], params, continues, [request_indices[single]])[0],
+        )
 
-    def _generate_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+    def _generate_ids(
+        self, prompts: list[list[int]], params: SamplingParams, request_indices: Sequence[int]
+    ) -> list[list[Completion]]:
         """One ``LLM.generate`` call over token-id prompts (``PolicyRequest.prompt_token_ids``)."""
-        sampling = self._sampling_params(params)
-        try:
-            outputs = list(
+        return self._batched(
+            len(prompts), params, request_indices,
+            lambda sampling: list(
                 self._llm.generate(
                     [{"prompt_token_ids": ids} for ids in prompts], sampling_params=sampling, use_tqdm=False,
                     lora_request=self._lora_request,
                 )
-            )
-        except Exception as error:  # noqa: BLE001 - find which prompts fail, keep the others
-            if len(prompts) == 1:
+            ),
+            lambda single: self._generate_ids([prompts[single]], params, [request_indices[single]])[0],
+        )
+
+    def _batched(
+        self,
+        count: int,
+        params: SamplingParams,
+        request_indices: Sequence[int],
+        call: Callable[[list[Any]], list[Any]],
+        alone: Callable[[int], list[Completion]],
+    ) -> list[list[Completion]]:
+        """``count`` requests in one engine call; a call that raises is retried request by request so that only
+        the culprits fail, and settings vLLM refuses fail these requests, never the caller."""
+        try:
+            sampling = self._sampling_params(params, request_indices)
+        except Exception as error:  # noqa: BLE001 - vLLM's own validation of the values
+            return [_failed(params, f"{self.name}: invalid sampling settings: {error}") for _ in range(count)]
+        try:
+            outputs = call(sampling)
+        except Exception as error:  # noqa: BLE001 - find which requests fail, keep the others
+            if count == 1:
                 return [_failed(params, f"{self.name}: {type(error).__name__}: {error}")]
-            return [self._generate_ids([ids], params)[0] for ids in prompts]
-        if len(outputs) != len(prompts):
-            reason = f"{self.name}: vLLM returned {len(outputs)} outputs for {len(prompts)} prompts"
-            return [_failed(params, reason) for _ in prompts]
+            logger.warning("vLLM batch of %d failed (%s); retrying one by one", count, error)
+            return [alone(single) for single in range(count)]
+        if len(outputs) != count:
+            reason = f"{self.name}: vLLM returned {len(outputs)} outputs for {count} requests"
+            return [_failed(params, reason) for _ in range(count)]
+        if params.temperature == 0 and params.n > 1:  # decoded once: the one completion, n times
+            return [_completions_from_output(output, replace(params, n=1)) * params.n for output in outputs]
         return [_completions_from_output(output, params) for output in outputs]
 
     def _call_chat(self, conversations: list[list[dict[str, Any]]], sampling: Any, continues: bool) -> list[Any]:

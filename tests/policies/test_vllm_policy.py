@@ -101,13 +101,14 @@ class FakeLLM:  # stand-in engine: records calls, answers n samples per conversa
         self.calls.append({"conversations": conversations, **kwargs})
         if self.fail_on is not None and any(self.fail_on in c[-1]["content"] for c in conversations):
             raise ValueError("prompt is longer than max_model_len")
-        n = kwargs["sampling_params"].n
+        sampling = kwargs["sampling_params"]  # one per conversation, as vLLM accepts them
+        assert isinstance(sampling, list) and len(sampling) == len(conversations)
         return [
             RequestOutput(
                 [0] * len(c),
-                [CompletionOutput(i, f"re: {c[-1]['content']}", [1], stop_reason=END_CODE) for i in range(n)],
+                [CompletionOutput(i, f"re: {c[-1]['content']}", [1], stop_reason=END_CODE) for i in range(params.n)],
             )
-            for c in conversations
+            for c, params in zip(conversations, sampling)
         ]
 
 
@@ -163,13 +164,16 @@ def test_grouping_flags_and_order_with_a_stand_in_engine(fake_vllm: None, tmp_pa
     assert (continued["add_generation_prompt"], continued["continue_final_message"]) == (False, True)
     assert len(fresh["conversations"]) == 2 and continued["conversations"][0][-1]["role"] == "assistant"
     assert fresh["lora_request"] == ("adapter", 1, str(tmp_path))
-    sampling = fresh["sampling_params"]
+    sampling = fresh["sampling_params"][0]
     assert (sampling.seed, sampling.max_tokens, sampling.logprobs, sampling.stop) == (
         3,
         99,
         0,
         [END_CODE, "Observation:"],
     )
+    # per-request seeds: request i of the call samples with seed + i * n (a, then c; b continued)
+    assert [params.seed for params in fresh["sampling_params"]] == [3, 5]
+    assert [params.seed for params in continued["sampling_params"]] == [4]
 
     policy.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -190,10 +194,9 @@ def test_a_failing_request_fails_alone(fake_vllm: None) -> None:
 class FakeEngineWithGenerate(FakeLLM):  # stand-in for TRL's colocated engine: token-id prompts too
     def generate(self, prompts: list[dict[str, list[int]]], **kwargs: Any) -> list[RequestOutput]:
         self.calls.append({"prompts": prompts, **kwargs})
-        n = kwargs["sampling_params"].n
         return [
-            RequestOutput(p["prompt_token_ids"], [CompletionOutput(i, "t", [len(p["prompt_token_ids"])]) for i in range(n)])
-            for p in prompts
+            RequestOutput(p["prompt_token_ids"], [CompletionOutput(i, "t", [len(p["prompt_token_ids"])]) for i in range(s.n)])
+            for p, s in zip(prompts, kwargs["sampling_params"])
         ]
 
     shut_down: bool = False
@@ -217,3 +220,24 @@ def test_from_engine_generates_from_token_ids_and_leaves_the_engine_running(fake
     assert policy.prompt_ids(by_ids) == [5, 6, 7]
     policy.close()
     assert not engine.shut_down, "an engine given to from_engine belongs to its owner"
+
+
+def test_a_greedy_request_for_n_samples_is_decoded_once_and_repeated(fake_vllm: None) -> None:
+    policy = VLLMPolicy("base-model")
+    (completions,) = policy.generate([ask("a")], SamplingParams(n=4, temperature=0.0))
+    assert [c.text for c in completions] == [f"re: a{END_CODE}"] * 4
+    assert [params.n for params in policy._llm.calls[0]["sampling_params"]] == [1]
+
+
+def test_sampling_settings_vllm_refuses_fail_the_requests_not_the_caller(fake_vllm: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refusing(**values: Any) -> FakeSamplingParams:
+        if values["temperature"] > 2:
+            raise ValueError(f"temperature must be in [0, 2], got {values['temperature']}")
+        return FakeSamplingParams(**values)
+
+    policy = VLLMPolicy("base-model")
+    monkeypatch.setattr(policy, "_vllm", vllm_policy._VLLM(LLM=None, SamplingParams=refusing, LoRARequest=None))
+    results = policy.generate([ask("a"), ask("b")], SamplingParams(n=2, temperature=3.0))
+    assert [[c.finish_reason for c in completions] for completions in results] == [["error"] * 2] * 2
+    assert "invalid sampling settings: temperature must be in [0, 2], got 3.0" in results[0][0].error
+    assert policy._llm.calls == []
