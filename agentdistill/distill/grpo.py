@@ -725,6 +725,10 @@ def _train_grpo(
         )
     if start.start == "adapter merged" and settings.beta:
         save_merged_start(start, out / MERGED_START_DIRNAME, config)
+    if not config.deepspeed:
+        # the held-out evaluation before training runs on the training device (a GPU), not where the weights were
+        # loaded (the CPU); under DeepSpeed the trainer places the weights itself
+        model.to(config.device)
     resume_from = last_complete_checkpoint(out)
     before = None
     if is_main and settings.eval_tasks and resume_from is None:
