@@ -49,10 +49,9 @@ def lock_holder(path: str | os.PathLike[str]) -> str | None:
         if len(fields) < 6 or "->" in fields or fields[1] != "FLOCK":
             continue
         pid, device_inode = fields[4], fields[5]
-        if device_inode.rsplit(":", 1)[-1] == str(inode) and pid.isdigit() and int(pid) != os.getpid():
-            return f"{pid} ({_command_line(int(pid))})"
         if device_inode.rsplit(":", 1)[-1] == str(inode) and pid.isdigit():
-            return f"{pid} (this process)"
+            command = "this process" if int(pid) == os.getpid() else _command_line(int(pid))
+            return f"{pid} ({command})"
     return None
 
 

@@ -13,7 +13,6 @@ run's lifetime (:mod:`agentdistill.locking`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -65,16 +64,6 @@ def describe_differences(lines: Iterable[str]) -> str:
     if len(lines) > _SHOWN_DIFFERENCES:
         text += f"; and {len(lines) - _SHOWN_DIFFERENCES} more"
     return text
-
-
-def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What identifies a data file's content: its resolved path, size and SHA-256."""
-    digest = hashlib.sha256()
-    resolved = Path(path).resolve()
-    with resolved.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(resolved), "bytes": resolved.stat().st_size, "sha256": digest.hexdigest()}
 
 
 @dataclass

@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 
 from agentdistill.envs.graders import extract_answer
+from agentdistill.envs.paper import ProtocolName, check_protocol_name
 from agentdistill.envs.paper.prompts import PaperPrompts
 from agentdistill.errors import UserError
 from agentdistill.envs.tools.retrieval.base import Retriever, format_search_results
@@ -49,8 +50,8 @@ from agentdistill.rollouts.evaluate import (
     summarize_records,
     task_indices,
 )
-from agentdistill.rollouts.ftp import COT_SYSTEM_PROMPT, ProtocolName
-from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories, recorded_identity, run_identity
+from agentdistill.rollouts.ftp import COT_SYSTEM_PROMPT
+from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories, recorded_protocol, run_identity
 from agentdistill.runs import RunDirectory
 
 COT_MAX_NEW_TOKENS = 2048
@@ -79,7 +80,7 @@ def paper_cot_sampling() -> SamplingParams:
 
 def cot_sampling(protocol: ProtocolName) -> SamplingParams:
     """The default CoT decoding of a protocol."""
-    return paper_cot_sampling() if _checked_protocol(protocol) == "paper" else default_cot_sampling()
+    return paper_cot_sampling() if check_protocol_name(protocol) == "paper" else default_cot_sampling()
 
 
 def cot_user_message(question: str, documents: str | None = None) -> str:
@@ -133,16 +134,10 @@ class _CoTStyle:
 
 def _style(protocol: ProtocolName, prompts_dir: str | os.PathLike[str] | None) -> _CoTStyle:
     """The prompts of ``protocol``; the paper's are read from ``prompts_dir`` (a clear error when it is missing)."""
-    if _checked_protocol(protocol) == "agentdistill":
+    if check_protocol_name(protocol) == "agentdistill":
         return _CoTStyle("agentdistill", COT_SYSTEM_PROMPT, COT_RAG_SYSTEM_PROMPT, cot_user_message)
     teacher = PaperPrompts.load(prompts_dir).teacher_system_prompt
     return _CoTStyle("paper", teacher, teacher, paper_cot_user_message)
-
-
-def _checked_protocol(protocol: str) -> ProtocolName:
-    if protocol not in ("agentdistill", "paper"):
-        raise UserError(f"protocol must be 'agentdistill' or 'paper', got {protocol!r}")
-    return protocol  # type: ignore[return-value]
 
 
 def collect_cot(
@@ -179,12 +174,12 @@ def collect_cot(
     added = 0
     identity = {
         **run_identity(
-            env_id=env_id, env_args=env_args, policy=policy.name, sampling=asdict(sampling), sag=None, ftp_prefixes=None
+            env_id=env_id, env_args=env_args, policy=policy.name, sampling=asdict(sampling), sag=None, ftp_prefixes=None,
+            protocol=style.protocol,
         ),
         "method": "chain-of-thought",
         "rag": rag,
         "top_k": top_k if rag else None,
-        "protocol": style.protocol,
     }
     with TrajectoryWriter(out, identity=identity) as writer:
         todo = [index for index in task_indices if not writer.is_done(env_id, index)]
@@ -294,7 +289,7 @@ def cot_dataset(
 
 
 def _check_answer_protocol(record: Mapping[str, Any], protocol: ProtocolName, where: str) -> None:
-    recorded = str(recorded_identity(record).get("protocol") or "agentdistill")
+    recorded = recorded_protocol(record)
     if recorded != protocol:
         raise UserError(
             f"{where} was collected under protocol {recorded!r}, not {protocol!r}: train on answers of one protocol"

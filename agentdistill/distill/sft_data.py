@@ -60,8 +60,8 @@ from agentdistill.envs.prompts import (
     web_search_tool,
 )
 from agentdistill.errors import UserError
-from agentdistill.envs.paper import PROTOCOLS, ProtocolName
-from agentdistill.rollouts.records import RECORD_PREFIX, recorded_identity
+from agentdistill.envs.paper import ProtocolName, check_protocol_name
+from agentdistill.rollouts.records import RECORD_KEYS, RECORD_PREFIX, recorded_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ SFT_FEATURES = datasets.Features(
 _TOOLS_HEADER = "You can call these tools from your code:\n"
 _TOOL_LINE = re.compile(r"- (?P<name>[A-Za-z_]\w*)(?P<signature>\([^)]*\)(?:\s*->\s*[^:]+?)?): (?P<description>.*)")
 _IMPORTS_LINE = re.compile(r"^Modules you may import: (?P<modules>.*)\.$", re.MULTILINE)
-_RECORD_KEYS = ("env_id", "task_index", "messages")
 _RELEASED_KEYS = ("question", "log_data")
 
 
@@ -188,13 +187,7 @@ call gave was judged correct, and duplicates stay (the paper never compares conv
 
 def default_filter_rules(protocol: ProtocolName) -> FilterRules:
     """The filter a protocol applies unless told otherwise."""
-    return PAPER_FILTER_RULES if _checked_protocol(protocol) == "paper" else FilterRules()
-
-
-def _checked_protocol(protocol: str) -> ProtocolName:
-    if protocol not in PROTOCOLS:
-        raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    return protocol  # type: ignore[return-value]
+    return PAPER_FILTER_RULES if check_protocol_name(protocol) == "paper" else FilterRules()
 
 
 @dataclass(frozen=True)
@@ -389,12 +382,7 @@ def _final_answer_conversation(call: Any) -> list[Message]:
 def _paper_clean(messages: Sequence[Message]) -> list[Message]:
     """The paper's ``clean_messages`` after its role clean-up: join same-role runs, cut ``<reference>`` hints
     from the task turn, drop one trailing user turn."""
-    joined: list[Message] = []
-    for message in messages:
-        if joined and joined[-1]["role"] == message["role"]:
-            joined[-1] = {"role": message["role"], "content": joined[-1]["content"] + message["content"]}
-        else:
-            joined.append(dict(message))
+    joined = _join_same_roles(messages)
     if len(joined) > 1:
         joined[1] = {"role": joined[1]["role"], "content": _REFERENCE.sub("", joined[1]["content"])}
     if joined and joined[-1]["role"] == "user":
@@ -572,12 +560,20 @@ def _smolagents_chat(raw: Any) -> list[Message]:
         if role == "tool-call":
             continue
         role = "user" if role == "tool-response" else role
-        content = _first_text(item.get("content"))
-        if chat and chat[-1]["role"] == role:
-            chat[-1] = {"role": role, "content": chat[-1]["content"] + content}
+        chat.append({"role": role, "content": _first_text(item.get("content"))})
+    return _join_same_roles(chat)
+
+
+def _join_same_roles(messages: Sequence[Message]) -> list[Message]:
+    """Runs of turns of one role joined into one turn, their texts concatenated with no separator (as the
+    paper's ``clean_messages`` does)."""
+    joined: list[Message] = []
+    for message in messages:
+        if joined and joined[-1]["role"] == message["role"]:
+            joined[-1] = {"role": message["role"], "content": joined[-1]["content"] + message["content"]}
         else:
-            chat.append({"role": role, "content": content})
-    return chat
+            joined.append(dict(message))
+    return joined
 
 
 def _first_text(content: Any) -> str:
@@ -831,10 +827,10 @@ def _items(sources: TrajectorySource | Iterable[TrajectorySource]) -> Iterator[_
 def _kind_of(data: Mapping[str, Any], where: str) -> SourceKind:
     if is_released_row(data):
         return "released"
-    if all(key in data for key in _RECORD_KEYS):
+    if all(key in data for key in RECORD_KEYS):
         return "record"
     raise UserError(
-        f"{where} is neither a trajectory record of agentdistill (keys {', '.join(_RECORD_KEYS)}) nor a row of "
+        f"{where} is neither a trajectory record of agentdistill (keys {', '.join(RECORD_KEYS)}) nor a row of "
         f"the paper's released trajectories (keys {', '.join(_RELEASED_KEYS)}): give files written by "
         "`agentdistill rollout` or the paper's released rows as JSON Lines"
     )
@@ -864,12 +860,8 @@ def _json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, Mapping[str
             yield where, data
 
 
-def _record_protocol(record: Record) -> str:
-    return str(recorded_identity(record).get("protocol") or "agentdistill")
-
-
 def _check_record_protocol(item: _Item, protocol: ProtocolName) -> None:
-    recorded = _record_protocol(item.data)
+    recorded = recorded_protocol(item.data)
     if recorded != protocol:
         raise UserError(
             f"{item.where} was played under protocol {recorded!r}, so its turns are not those protocol {protocol!r} "
@@ -969,7 +961,7 @@ def trajectories_to_dataset(
         UserError: an unknown protocol, a missing ``prompts_dir`` under ``"paper"``, a line that is neither a
             record nor a released row, or a record of another protocol.
     """
-    protocol = _checked_protocol(protocol)
+    protocol = check_protocol_name(protocol)
     _check_variant(system_prompt_variant)  # a bad argument must raise, not count every record as malformed
     rules = filters if filters is not None else default_filter_rules(protocol)
     paper_prompt = _paper_student_prompt(prompts_dir, system_prompt_variant) if protocol == "paper" else None

@@ -36,7 +36,7 @@ from agentdistill.envs.paper.codeact import PaperParse
 from agentdistill.envs.paper.codeact import assistant_turn as paper_assistant_turn
 from agentdistill.envs.paper.codeact import parse_action as paper_parse_action
 from agentdistill.envs.paper.prompts import PaperPrompts
-from agentdistill.envs.paper import PROTOCOLS, ProtocolName
+from agentdistill.envs.paper import ProtocolName, check_protocol_name
 from agentdistill.envs.paper.protocol import PaperEpisode, paper_module_roots
 from agentdistill.envs.sag import CandidateOutcome, decode_sag, select_candidate, vote_key
 from agentdistill.envs.spaces import BoundedText
@@ -89,8 +89,7 @@ class CodeActEnv(gym.Env[str, str], abc.ABC):
         prompts_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _require_positive_int("max_steps", max_steps)
-        if protocol not in PROTOCOLS:
-            raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        check_protocol_name(protocol)
         if prompts_dir is not None and protocol != "paper":
             raise UserError("prompts_dir is read only with protocol='paper'; pass protocol='paper' too")
         self.protocol: ProtocolName = protocol

@@ -35,12 +35,6 @@ def encode_candidates(actions: Sequence[str], vote: str = "answer") -> str:
     return _MARKER + json.dumps({"vote": vote, "candidates": [str(action) for action in actions]})
 
 
-def decode_candidates(action: str) -> list[str] | None:
-    """The candidates carried by ``action``, or ``None`` for an ordinary action."""
-    decoded = decode_sag(action)
-    return decoded[0] if decoded is not None else None
-
-
 def decode_sag(action: str) -> tuple[list[str], str] | None:
     """The candidates carried by ``action`` and their vote, or ``None`` for an ordinary action."""
     if not action.startswith(_MARKER):

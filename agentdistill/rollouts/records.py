@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ PROTOCOL = "agentdistill"
 RECORD_PREFIX = b'{"version": '
 """How every line :class:`TrajectoryWriter` writes begins: only a torn tail that begins so is ours to cut."""
 
-_RECORD_KEYS = ("env_id", "task_index", "messages")
+RECORD_KEYS = ("env_id", "task_index", "messages")
 """Keys every trajectory record has: a JSON object without them is not a record."""
 
 _LEGACY_IDENTITY_KEYS = ("env_id", "policy", "sampling", "sag", "rag")
@@ -78,34 +78,45 @@ def prefixes_digest(prefixes: Mapping[str, str]) -> str:
     return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def complete_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """``(line number, line)`` of every complete non-blank line of a JSON Lines file; a partial last line (its
+    writer still writing, or killed mid-line) is left out."""
+    with Path(path).open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                return
+            if line.strip():
+                yield number, line
+
+
 def read_trajectories(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every complete record of a trajectory file, in file order (a partial last line is skipped).
 
     A line that is not a JSON object raises :class:`~agentdistill.errors.UserError` naming the file and line.
     """
-    with Path(path).open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise UserError(f"{path}: line {number} is not JSON: {_excerpt(line)}") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}: line {number} is not a trajectory record: {_excerpt(line)}")
-            yield record
+    for number, line in complete_lines(path):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}: line {number} is not JSON: {excerpt(line)}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: line {number} is not a trajectory record: {excerpt(line)}")
+        yield record
 
 
 def latest_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a file, one per episode: an episode the policy failed and a resumed run played again
     is there twice, and the later record supersedes the earlier."""
-    latest: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for record in read_trajectories(path):
-        key = episode_key(record)
-        latest.pop(key, None)
-        latest[key] = record
+    return latest_by(read_trajectories(path), episode_key)
+
+
+def latest_by(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Hashable]) -> list[dict[str, Any]]:
+    """The last record of each ``key``, in the order of those last records."""
+    latest: dict[Hashable, dict[str, Any]] = {}
+    for record in records:
+        name = key(record)
+        latest.pop(name, None)
+        latest[name] = record
     return list(latest.values())
 
 
@@ -120,6 +131,11 @@ def recorded_identity(record: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(record.get("run"), Mapping):
         return dict(record["run"])
     return {key: record[key] for key in _LEGACY_IDENTITY_KEYS if key in record}
+
+
+def recorded_protocol(record: Mapping[str, Any]) -> str:
+    """The protocol a record was played under (records that say none are of the default, :data:`PROTOCOL`)."""
+    return str(recorded_identity(record).get("protocol") or PROTOCOL)
 
 
 class TrajectoryWriter:
@@ -177,7 +193,7 @@ class TrajectoryWriter:
             record = json.loads(line)
         except ValueError:
             self._refuse(number, line, "is not JSON")
-        if not isinstance(record, dict) or any(key not in record for key in _RECORD_KEYS):
+        if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
             self._refuse(number, line, "is not a trajectory record")
         differences = self._differences(record)
         if differences and not self.append:
@@ -199,7 +215,7 @@ class TrajectoryWriter:
     def _refuse(self, number: int, line: bytes, problem: str) -> None:
         raise OutputConflictError(
             self.path,
-            f"line {number} {problem} ({_excerpt(line)}): this is not a trajectory file, or it was edited; "
+            f"line {number} {problem} ({excerpt(line)}): this is not a trajectory file, or it was edited; "
             "it was left unchanged: choose another output file",
         )
 
@@ -231,6 +247,7 @@ class TrajectoryWriter:
         self.close()
 
 
-def _excerpt(line: bytes) -> str:
+def excerpt(line: bytes) -> str:
+    """The start of a line, quoted, for an error message that shows what a file holds there."""
     text = line.decode("utf-8", errors="replace").strip()
     return repr(text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "...")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +42,15 @@ from agentdistill.rollouts.evaluate import (
     metric_of,
     summarize_records,
 )
-from agentdistill.rollouts.records import TrajectoryWriter, episode_key
+from agentdistill.rollouts.records import (
+    RECORD_KEYS,
+    TrajectoryWriter,
+    complete_lines,
+    episode_key,
+    excerpt,
+    latest_by,
+    read_trajectories,
+)
 from agentdistill.runs import describe_differences, identity_differences
 
 JudgeStatus = Literal["judged", "failed", "no_answer", "not_factual", "policy_failed"]
@@ -58,7 +66,6 @@ TASK_PREFIX = "Task: "
 
 NO_ANSWER_EXPLANATION = "the episode ended without an answer"
 
-_RECORD_KEYS = ("env_id", "task_index", "messages")
 _IDENTITY_KEYS = ("judge", "prompt_sha256")
 
 
@@ -165,9 +172,8 @@ def rescore(
     paper_judge = as_paper_judge(judge, prompts_dir)
     try:
         identity = {"judge": paper_judge.name, "prompt_sha256": paper_judge.prompt_sha256}
-        _verdicts_held(target, by_key, identity=identity)
         with TrajectoryWriter(target) as writer:
-            done = _verdicts_held(target, by_key, identity=identity)  # again, now that the file is ours
+            done = _verdicts_held(target, by_key, identity=identity)  # now that the file is ours, and this judge's
             todo = [source for source in sources if source.key not in done]
             items = {
                 source.key: _judge_item(source, paper_judge) for source in todo if _status_without_judge(source) is None
@@ -311,11 +317,11 @@ def _read_inputs(paths: Sequence[Path]) -> list[_Source]:
 
 def _read_input(index: int, path: Path) -> list[_Source]:
     sources = []
-    for number, line in _complete_lines(path):
+    for number, line in complete_lines(path):
         record = _parse(line)
-        if record is None or any(key not in record for key in _RECORD_KEYS):
+        if record is None or any(key not in record for key in RECORD_KEYS):
             raise UserError(
-                f"{path}: line {number} is not a trajectory record ({_excerpt(line)}); give trajectory files "
+                f"{path}: line {number} is not a trajectory record ({excerpt(line)}); give trajectory files "
                 "written by rollout, eval or collect"
             )
         digest = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
@@ -332,12 +338,12 @@ def _verdicts_held(
     if not out.is_file():
         return set()
     held: set[tuple[int, int]] = set()
-    for number, line in _complete_lines(out):
+    for number, line in complete_lines(out):
         record = _parse(line)
         judged = record.get(JUDGED_KEY) if record is not None else None
         if not isinstance(judged, Mapping) or not isinstance(judged.get("source"), Mapping):
             raise OutputConflictError(
-                out, f"line {number} is not a record rescore wrote ({_excerpt(line)}); rescore writes only into a "
+                out, f"line {number} is not a record rescore wrote ({excerpt(line)}); rescore writes only into a "
                 "new file or its own earlier output: give another --out"
             )
         if identity is not None:
@@ -376,28 +382,12 @@ def _check_same_input(
     return key
 
 
-def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(line number, line)`` of every complete non-blank line; a partial last line (its writer still
-    writing, or killed mid-line) is left out."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):
-                return
-            if line.strip():
-                yield number, line
-
-
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(line)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _excerpt(line: bytes, limit: int = 60) -> str:
-    text = line.decode("utf-8", errors="replace").strip()
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 # --- summary ---------------------------------------------------------------------------------------
@@ -407,7 +397,7 @@ def summarize_rescored(path: str | os.PathLike[str]) -> tuple[TaskResult, ...]:
     """One row per env of a rescore file, in order of first appearance, over the latest record of each
     episode of each input (a verdict asked again supersedes the failed one)."""
     by_env: dict[str, list[dict[str, Any]]] = {}
-    for record in _latest_per_episode(_read_records(Path(path))):
+    for record in latest_by(read_trajectories(path), _judged_episode):
         by_env.setdefault(str(record.get("env_id")), []).append(record)
     return tuple(
         summarize_records(env_id, records, metric="judge" if domain_of(env_id) == "factual" else metric_of(env_id, {}))
@@ -415,18 +405,7 @@ def summarize_rescored(path: str | os.PathLike[str]) -> tuple[TaskResult, ...]:
     )
 
 
-def _read_records(path: Path) -> Iterator[dict[str, Any]]:
-    for _, line in _complete_lines(path):
-        record = _parse(line)
-        if record is not None:
-            yield record
-
-
-def _latest_per_episode(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for record in records:
-        source = (record.get(JUDGED_KEY) or {}).get("source") or {}
-        key = (source.get("input"), *episode_key(record))
-        latest.pop(key, None)
-        latest[key] = record
-    return list(latest.values())
+def _judged_episode(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Which episode of which input a rescored record is about."""
+    source = (record.get(JUDGED_KEY) or {}).get("source") or {}
+    return (source.get("input"), *episode_key(record))
