@@ -21,6 +21,9 @@ What ``rollout_func`` cannot express, and how it is handled: a completion is one
 multi-turn episode becomes one completion whose env tokens are masked (TRL's ``env_mask`` exists for this);
 TRL counts a completion that does not end with an end-of-sequence token as "clipped", so an episode whose
 last turn ended normally gets an end-of-sequence token appended as an env token (mask 0, never trained).
+With ``rollout_backend: vllm`` TRL corrects for vLLM's probabilities at token level by default
+(``importance_sampling``), and the share of sampled tokens that correction drops is logged
+(:mod:`agentdistill.distill.importance`).
 
 Start model: ``hf:DIR`` (a full model), or a LoRA student as ``agentdistill distill`` wrote it (``hf:DIR`` of an
 adapter, or ``hf:BASE@ADAPTER``): with ``lora: true`` its adapter is trained further, otherwise it is merged into
@@ -33,7 +36,8 @@ adapter over the starting model; both load as ``hf:OUT``), ``out_dir/checkpoint-
 student as it started: the KL reference of full fine-tuning),
 ``out_dir/rollouts/`` (each generation's episodes, JSON Lines, with ``keep_rollouts``),
 ``out_dir/eval_before.jsonl`` / ``eval_after.jsonl`` (episodes on held-out tasks: greedy, or sampled as
-``eval_temperature`` and ``eval_samples`` say), ``out_dir/rl_result.json`` (their figures and the gain paired by
+``eval_temperature`` and ``eval_samples`` say; played by all processes, a slice each, :func:`evaluate_on_ranks`),
+``out_dir/rl_result.json`` (their figures and the gain paired by
 task, :class:`RewardGain`) and ``out_dir/wandb``.
 
 Run one process with :func:`train_grpo`, several with :func:`launch_grpo` (``accelerate launch``)::
@@ -52,6 +56,7 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +65,7 @@ from typing import Any, Literal
 import torch
 
 from agentdistill.errors import UserError
-from agentdistill.rollouts.records import latest_records, read_trajectories
+from agentdistill.rollouts.records import TrajectoryWriter, episode_key, latest_records, read_trajectories
 from agentdistill.runs import RunDirectory, claim_run_directory
 from agentdistill.settings import settings_from_mapping, settings_from_yaml, settings_to_dict
 
@@ -78,6 +83,9 @@ MERGED_START_DIRNAME = "start_merged"
 GRPO_MODULE = "agentdistill.distill.grpo"
 _TASK_PROMPT = re.compile(r"^\[task (\d+)\] ")
 _ROLLOUT_BACKENDS = ("hf", "vllm")
+IMPORTANCE_SAMPLING_MODES = ("token_mask", "token_truncate", "sequence_mask", "sequence_truncate")
+"""TRL's ``vllm_importance_sampling_mode`` values: granularity (token or sequence) x what happens outside the
+bounds (masked to zero, or clipped to the bound)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,16 @@ class GRPOSettings:
     rollout_backend: str = "hf"
     """``"hf"``: generate with the training model itself; ``"vllm"``: TRL's colocated vLLM engine (GPU)."""
     vllm_gpu_memory_utilization: float = 0.3
+    importance_sampling: str = "token_mask"
+    """How GRPO corrects for vLLM sampling with slightly other probabilities than the trainer computes
+    (``rollout_backend: vllm`` only; one of :data:`IMPORTANCE_SAMPLING_MODES`). Token level by default: one
+    ratio per sampled token, so a token far off is dropped alone, where a sequence-level ratio over an
+    episode of thousands of tokens drops the whole episode. The share dropped is logged
+    (:mod:`agentdistill.distill.importance`)."""
+    importance_sampling_clip_max: float | None = 3.0
+    """Ratios above this are masked (``*_mask``) or clipped (``*_truncate``); ``None``: no upper bound."""
+    importance_sampling_clip_min: float | None = None
+    """Ratios below this are masked or clipped; ``None``: no lower bound."""
     bf16: bool | str = "auto"
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -168,6 +186,13 @@ class GRPOSettings:
             )
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ValueError(f"need temperature > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+        if self.importance_sampling not in IMPORTANCE_SAMPLING_MODES:
+            raise ValueError(
+                f"importance_sampling must be one of {', '.join(IMPORTANCE_SAMPLING_MODES)}, got {self.importance_sampling!r}"
+            )
+        low, high = self.importance_sampling_clip_min, self.importance_sampling_clip_max
+        if low is not None and high is not None and not 0 <= low < high:
+            raise ValueError(f"need 0 <= importance_sampling_clip_min < importance_sampling_clip_max, got {low}, {high}")
         if self.rollout_backend not in _ROLLOUT_BACKENDS:
             raise ValueError(f"rollout_backend must be one of {_ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
         if isinstance(self.bf16, str) and self.bf16 != "auto":
@@ -506,10 +531,16 @@ def task_dataset(env_id: str, settings: GRPOSettings) -> Any:
 
 
 def evaluate_student(
-    policy: Any, env_id: str, settings: GRPOSettings, out: str | os.PathLike[str], *, progress: bool = True
+    policy: Any,
+    env_id: str,
+    settings: GRPOSettings,
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    task_indices: Sequence[int] | None = None,
 ) -> EvalFigures:
-    """``eval_samples`` episodes of ``policy`` on each of the first ``eval_tasks`` tasks of the held-out split:
-    greedy, or sampled at ``eval_temperature`` with a fixed seed."""
+    """``eval_samples`` episodes of ``policy`` on each of the first ``eval_tasks`` tasks of the held-out split
+    (or on ``task_indices`` of them): greedy, or sampled at ``eval_temperature`` with a fixed seed."""
     from agentdistill.policies.base import SamplingParams
     from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 
@@ -522,7 +553,8 @@ def evaluate_student(
     envs = make_rollout_envs(env_id, settings.num_envs, **settings.split_kwargs(settings.eval_split))
     try:
         run_rollouts(
-            envs, policy, env_id=env_id, task_indices=range(settings.eval_tasks), out=str(out),
+            envs, policy, env_id=env_id, out=str(out),
+            task_indices=range(settings.eval_tasks) if task_indices is None else task_indices,
             sampling=sampling, samples_per_task=settings.eval_samples, progress=progress,
         )
     finally:
@@ -688,8 +720,8 @@ def train_grpo(
 
     Resumes from the last ``out_dir/checkpoint-N`` of the same run; another run's directory is refused
     (:func:`claim_rl_directory`). Under ``accelerate launch`` every process calls this with
-    ``claim_directory=False`` (the launcher holds the claim); only the main one evaluates, writes the model,
-    the result and the W&B run.
+    ``claim_directory=False`` (the launcher holds the claim); every process plays its slice of the held-out
+    evaluation (:func:`evaluate_on_ranks`), the main one writes the model, the result and the W&B run.
     """
     settings = settings or GRPOSettings()
     claim = claim_rl_directory(out_dir, env_id, policy_spec, settings) if claim_directory else None
@@ -703,8 +735,7 @@ def train_grpo(
 def _train_grpo(
     env_id: str, policy_spec: str, out_dir: str | os.PathLike[str], settings: GRPOSettings, *, progress: bool
 ) -> GRPOResult:
-    from trl import GRPOTrainer
-
+    from agentdistill.distill.importance import AgentGRPOTrainer
     from agentdistill.distill.sft import RankRecorder, last_complete_checkpoint, training_wandb_run
 
     started = time.perf_counter()
@@ -731,15 +762,15 @@ def _train_grpo(
         model.to(config.device)
     resume_from = last_complete_checkpoint(out)
     before = None
-    if is_main and settings.eval_tasks and resume_from is None:
-        before = _evaluate_model(model, tokenizer, env_id, settings, out / EVAL_BEFORE_FILENAME, progress)
+    if settings.eval_tasks and resume_from is None:
+        before = evaluate_on_ranks(model, tokenizer, env_id, settings, out / EVAL_BEFORE_FILENAME, progress=progress)
     if is_main:
         settings.to_yaml(out / SETTINGS_FILENAME)
 
     rollouts = EnvRollouts(env_id, settings, out)
     recorder = RankRecorder()
     with _quiet_experimental_warning():
-        trainer = GRPOTrainer(
+        trainer = AgentGRPOTrainer(
             model=model,
             reward_funcs=[environment_reward],
             args=config,
@@ -761,10 +792,16 @@ def _train_grpo(
             tokenizer.save_pretrained(str(out))
         trainer.accelerator.wait_for_everyone()
         after, gain = None, None
-        if is_main and settings.eval_tasks:
+        if settings.eval_tasks and _sharded_weights(trainer):
+            logger.warning(
+                "the held-out evaluation after training is skipped: the trained weights are sharded over the "
+                "processes (ZeRO-3 or FSDP); evaluate the saved model with `agentdistill eval --policy hf:%s`", out
+            )
+        elif settings.eval_tasks:
             trained = trainer.accelerator.unwrap_model(trainer.model)
-            after = _evaluate_model(trained, tokenizer, env_id, settings, out / EVAL_AFTER_FILENAME, progress)
-            before, gain = _before_and_gain(out, settings, before)
+            after = evaluate_on_ranks(trained, tokenizer, env_id, settings, out / EVAL_AFTER_FILENAME, progress=progress)
+            if is_main:
+                before, gain = _before_and_gain(out, settings, before)
         history = trainer.state.log_history
         result = GRPOResult(
             out_dir=str(out),
@@ -831,15 +868,101 @@ def _summarize_in_wandb(run: Any, result: GRPOResult) -> None:
             run.summary[f"eval_gain/{key}"] = value
 
 
+def evaluate_on_ranks(
+    model: Any, tokenizer: Any, env_id: str, settings: GRPOSettings, path: Path, *, progress: bool
+) -> EvalFigures | None:
+    """The held-out evaluation of ``model`` into ``path``, shared by every process of the run.
+
+    With one process it plays every task itself. With several, each plays its slice of the tasks
+    ``path`` does not hold yet (accelerate's ``split_between_processes``) into ``path``'s shard file
+    ``NAME.rank-R.jsonl`` on its own device, so no process waits idle in a collective while another evaluates;
+    the main process then merges the shards into ``path`` and removes them. A run killed midway resumes: every
+    shard and the merged file keep their finished episodes. Returns the figures on the main process,
+    ``None`` on the others.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return _evaluate_model(model, tokenizer, env_id, settings, path, progress=progress)
+    todo = [task for task in range(settings.eval_tasks) if task not in _evaluated_tasks(path, settings)]
+    with state.split_between_processes(todo) as mine:
+        logger.info(
+            "rank %d evaluates %d of the %d held-out tasks not yet in %s: %s",
+            state.process_index, len(mine), len(todo), path.name, _task_ranges(mine),
+        )
+        if mine:
+            shard = _shard_path(path, state.process_index)
+            _evaluate_model(
+                model, tokenizer, env_id, settings, shard, progress=progress and state.is_main_process, task_indices=mine
+            )
+    state.wait_for_everyone()
+    figures = None
+    if state.is_main_process:
+        merge_eval_shards(path)
+        figures = figures_of(_eval_records(path, settings), settings.invalid_action_penalty)
+    state.wait_for_everyone()
+    return figures
+
+
+def _evaluated_tasks(path: Path, settings: GRPOSettings) -> set[int]:
+    """Held-out tasks ``path`` holds every sample of (a policy-failed episode does not count)."""
+    if not path.is_file():
+        return set()
+    samples = Counter(record["task_index"] for record in _eval_records(path, settings) if not record.get("failed"))
+    return {task for task, count in samples.items() if count >= settings.eval_samples}
+
+
+def _shard_path(path: Path, rank: int) -> Path:
+    return path.with_name(f"{path.stem}.rank-{rank}{path.suffix}")
+
+
+def merge_eval_shards(path: Path) -> int:
+    """Append the episodes of ``path``'s shard files (:func:`evaluate_on_ranks`) that ``path`` lacks, then
+    remove the shards; returns how many episodes were added. Shards of an earlier launch with another number of
+    processes are merged too."""
+    shards = sorted(path.parent.glob(f"{path.stem}.rank-*{path.suffix}"))
+    added = 0
+    with TrajectoryWriter(path) as writer:
+        for shard in shards:
+            for record in latest_records(shard):
+                if not writer.is_done(*episode_key(record)):
+                    writer.write(record)
+                    added += 1
+    for shard in shards:
+        shard.unlink()
+    return added
+
+
+def _task_ranges(tasks: Sequence[int]) -> str:
+    return f"{tasks[0]}-{tasks[-1]}" if tasks else "none"
+
+
+def _sharded_weights(trainer: Any) -> bool:
+    """Whether the trained weights are split over the processes (DeepSpeed ZeRO-3, FSDP): generating then
+    needs every process in every forward pass, which an evaluation of a slice of tasks per process cannot give."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return True
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) and plugin is not None and plugin.zero_stage == 3)
+
+
 def _evaluate_model(
-    model: Any, tokenizer: Any, env_id: str, settings: GRPOSettings, out: Path, progress: bool
+    model: Any,
+    tokenizer: Any,
+    env_id: str,
+    settings: GRPOSettings,
+    out: Path,
+    *,
+    progress: bool,
+    task_indices: Sequence[int] | None = None,
 ) -> EvalFigures:
     from agentdistill.policies.hf import HFPolicy
 
     was_training = model.training
     policy = HFPolicy(model, tokenizer=tokenizer, device=model.device, max_batch_size=64, name="hf:grpo-eval")
     try:
-        return evaluate_student(policy, env_id, settings, out, progress=progress)
+        return evaluate_student(policy, env_id, settings, out, progress=progress, task_indices=task_indices)
     finally:
         model.train(was_training)
 
@@ -874,6 +997,9 @@ def _grpo_config(settings: GRPOSettings, out: Path) -> Any:
         use_vllm=use_vllm,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+        vllm_importance_sampling_mode=settings.importance_sampling,
+        vllm_importance_sampling_clip_max=settings.importance_sampling_clip_max,
+        vllm_importance_sampling_clip_min=settings.importance_sampling_clip_min,
         bf16=cuda and _use_bf16(settings),
         **checkpointing_arguments(GRPOConfig, settings.gradient_checkpointing),
         use_cpu=not cuda,

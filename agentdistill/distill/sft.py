@@ -482,9 +482,13 @@ def prepare_sft(
     args = _sft_config(settings, out)
     resume_from = last_complete_checkpoint(out)
 
-    with args.main_process_first(local=False, desc="preparing the student"):
-        if student_spec.startswith(SCRATCH_PREFIX):
-            base_dir = out / BASE_DIRNAME
+    # Every process loads the student at the same time, outside any barrier: under DeepSpeed ZeRO-3 loading is
+    # itself collective (each process takes its partition), so a load staggered by main_process_first would
+    # leave the main process waiting for processes that wait for it. Only building a scratch student, which
+    # the main process does alone, waits for the main process first.
+    if student_spec.startswith(SCRATCH_PREFIX):
+        base_dir = out / BASE_DIRNAME
+        with args.main_process_first(local=False, desc="building the scratch student"):
             _load_or_build_scratch_base(
                 student_spec,
                 conversations,
@@ -493,14 +497,14 @@ def prepare_sft(
                 may_build=args.process_index == 0,
                 resuming=resume_from is not None,
             )
-            base_model = str(base_dir)
-            # Reloaded from disk even on the process that built it: every rank then holds the same tokenizer
-            # and the model's name_or_path (which a LoRA adapter records as its base) is the saved directory.
-            model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(base_model)
-        else:
-            base_model = student_spec
-            model, tokenizer = resolve_student(student_spec, dtype=settings.model_dtype)
+        base_model = str(base_dir)
+        # Reloaded from disk even on the process that built it: every rank then holds the same tokenizer
+        # and the model's name_or_path (which a LoRA adapter records as its base) is the saved directory.
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    else:
+        base_model = student_spec
+        model, tokenizer = resolve_student(student_spec, dtype=settings.model_dtype)
     if settings.chat_template_path:
         tokenizer.chat_template = Path(settings.chat_template_path).read_text(encoding="utf-8")
 

@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 from agentdistill.errors import OutputConflictError, UserError
 from agentdistill.locking import lock_exclusively
@@ -42,6 +42,97 @@ _LEGACY_IDENTITY_KEYS = ("env_id", "policy", "sampling", "sag", "rag")
 sampling and SAG; chain-of-thought records name neither, but say whether RAG was on)."""
 
 _EXCERPT_CHARS = 60
+
+
+class StepRecord(TypedDict, total=False):
+    """One step of an episode as ``record["steps"]`` holds it: what the policy returned, then what the env did.
+
+    A step whose policy call failed holds only ``policy_error``: the env never ran it, so it is no action.
+    """
+
+    policy_error: str
+    """Why the policy returned nothing usable (an exception, a server error); the episode ends failed."""
+
+    prompt_tokens: int
+    completion_tokens: list[int]
+    finish_reason: list[str]
+    token_ids: list[list[int]]
+    logprobs: list[list[float]]
+    prompt_token_ids: list[int]
+    """From the policy: token counts and finish reasons per candidate (one without SAG); ids and logprobs
+    only when the run records them."""
+
+    thought: str | None
+    code: str | None
+    parse_error: bool
+    execution_error: str | None
+    timed_out: bool
+    state_lost: bool
+    tool_calls: list[dict[str, Any]]
+    execution_seconds: float
+    sag: dict[str, Any]
+    observation: str | None
+    """From the env: the parsed action, whether it failed to parse or raised (an invalid action), its tool
+    calls, SAG's vote (``candidates``, ``valid``, ``winner``, ``votes``) and the observation it returned."""
+
+
+class EpisodeRecord(TypedDict, total=False):
+    """One line of a trajectory file: one finished episode (or one chain-of-thought answer).
+
+    A plain dict at runtime, as JSON reads it; this type names every key that a producer writes (the rollout
+    loop, chain-of-thought answers, the import of the paper's trajectories, the judge's rescoring), so a
+    reader knows what it may find. Only :data:`RECORD_KEYS` are in every record.
+    """
+
+    env_id: Required[str]
+    task_index: Required[int]
+    messages: Required[list[dict[str, str]]]
+    """Which env and which of its tasks, and the conversation: system prompt, task, then one assistant turn
+    and one observation turn per step."""
+
+    sample: int
+    task_id: str | None
+    question: str | None
+    """Which episode of the task (``sample`` 0..G-1 when a task is played G times; 0 when absent) and the
+    task as the env names and asks it."""
+
+    version: int
+    run: dict[str, Any]
+    policy: str
+    sampling: dict[str, Any]
+    sag: dict[str, Any] | None
+    ftp_prefix: str | None
+    rag: bool
+    source: str
+    """Who played and how: the format version, the run's identity (:func:`run_identity`), the policy, its
+    sampling, SAG and first-thought prefix; ``rag`` for chain-of-thought answers, ``source`` for imported
+    trajectories."""
+
+    steps: list[StepRecord]
+    num_steps: int
+    terminated: bool
+    truncated: bool
+    final_answer_call: dict[str, Any] | None
+    finish_reason: str
+    isolation: str | None
+    token_trace: dict[str, list[int] | list[float]]
+    """How the episode went: its steps (agent episodes only: a chain-of-thought answer has none), whether it
+    answered or hit the step limit, the paper's extra answer call, the sandbox's isolation, and with
+    ``token_trace`` the exact ids the model saw and sampled (:mod:`agentdistill.rollouts.tokens`)."""
+
+    answer: Any
+    gold: Any
+    score: float | None
+    metrics: dict[str, Any] | None
+    failed: str | None
+    judged: dict[str, Any]
+    """The outcome: the answer given and the gold one (text, number or aliases), the grader's score (``None``
+    in imported rows that carry none) and metrics, why the policy failed the episode (``None``: it did not),
+    and how an LLM judge rescored it (:mod:`agentdistill.rollouts.rescore`)."""
+
+    tokens: dict[str, int]
+    timing: dict[str, float]
+    """What it cost: prompt and completion tokens, and seconds in all, in the policy and in the env."""
 
 
 def run_identity(
@@ -89,30 +180,36 @@ def complete_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def read_trajectories(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+def read_trajectories(path: str | os.PathLike[str]) -> Iterator[EpisodeRecord]:
     """Every complete record of a trajectory file, in file order (a partial last line is skipped).
 
-    A line that is not a JSON object raises :class:`~agentdistill.errors.UserError` naming the file and line.
+    A line that is not a JSON object with the :data:`RECORD_KEYS` raises :class:`~agentdistill.errors.UserError`
+    naming the file and line.
     """
     for number, line in complete_lines(path):
         try:
             record = json.loads(line)
         except ValueError:
             raise UserError(f"{path}: line {number} is not JSON: {excerpt(line)}") from None
-        if not isinstance(record, dict):
+        if not is_record(record):
             raise UserError(f"{path}: line {number} is not a trajectory record: {excerpt(line)}")
         yield record
 
 
-def latest_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def is_record(value: object) -> bool:
+    """Whether a parsed JSON value is a trajectory record: an object with every key of :data:`RECORD_KEYS`."""
+    return isinstance(value, dict) and all(key in value for key in RECORD_KEYS)
+
+
+def latest_records(path: str | os.PathLike[str]) -> list[EpisodeRecord]:
     """The records of a file, one per episode: an episode the policy failed and a resumed run played again
     is there twice, and the later record supersedes the earlier."""
     return latest_by(read_trajectories(path), episode_key)
 
 
-def latest_by(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Hashable]) -> list[dict[str, Any]]:
+def latest_by(records: Iterable[EpisodeRecord], key: Callable[[EpisodeRecord], Hashable]) -> list[EpisodeRecord]:
     """The last record of each ``key``, in the order of those last records."""
-    latest: dict[Hashable, dict[str, Any]] = {}
+    latest: dict[Hashable, EpisodeRecord] = {}
     for record in records:
         name = key(record)
         latest.pop(name, None)

@@ -26,6 +26,7 @@ from agentdistill.distill.grpo import (
     GRPOSettings,
     episode_reward,
     launch_grpo,
+    merge_eval_shards,
     paired_reward_gain,
     task_dataset,
     task_groups,
@@ -37,7 +38,7 @@ from agentdistill.policies import make_policy
 from agentdistill.policies.base import PolicyRequest, SamplingParams
 from agentdistill.policies.hf import HFPolicy
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
-from agentdistill.rollouts.records import read_trajectories
+from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories
 
 ENV_ID = "AgentMath-Synthetic-v0"
 REPO = Path(__file__).resolve().parents[2]
@@ -411,16 +412,45 @@ def test_rl_refuses_another_runs_directory_and_foreign_files_before_loading_anyt
     assert _snapshot(foreign) == {foreign / "draft.tex": b"\\section{Results}"}
 
 
-def test_launch_runs_two_cpu_processes(memorised_student: Path, tmp_path: Path) -> None:
+def test_launch_runs_two_cpu_processes_and_shares_the_evaluation(memorised_student: Path, tmp_path: Path) -> None:
     out = tmp_path / "rl2"
+    settings = tiny_settings(max_steps=1, num_envs=2, train_tasks=2, eval_tasks=3)
     result = launch_grpo(
-        ENV_ID, f"hf:{memorised_student}", out, settings=tiny_settings(max_steps=1, num_envs=2, train_tasks=2), num_processes=2,
-        log_path=tmp_path / "launch.log", timeout=600,
+        ENV_ID, f"hf:{memorised_student}", out, settings=settings, num_processes=2, log_path=tmp_path / "launch.log",
+        timeout=600,
     )
     ranks = sorted(json.loads(path.read_text())["world_size"] for path in (out / "ranks").glob("rank-*.json"))
     assert ranks == [2, 2]
     assert result.world_size == 2 and result.global_step == 1
     assert sorted(path.name for path in (out / "rollouts").iterdir()) == ["rank-0", "rank-1"], "each rank played its slice"
+    log = (tmp_path / "launch.log").read_text()
+    for name in ("eval_before.jsonl", "eval_after.jsonl"):
+        assert f"rank 0 evaluates 2 of the 3 held-out tasks not yet in {name}: 0-1" in log
+        assert f"rank 1 evaluates 1 of the 3 held-out tasks not yet in {name}: 2-2" in log
+        assert sorted(record["task_index"] for record in read_trajectories(out / name)) == [0, 1, 2]
+    assert not list(out.glob("eval_*.rank-*.jsonl")), "the shards are merged and removed"
+    assert result.before is not None and result.after is not None and result.before.episodes == 3
+    assert result.reward_gain is not None and result.reward_gain.tasks == 3
+
+
+def test_evaluation_shards_merge_once_and_keep_what_the_file_holds(tmp_path: Path) -> None:
+    path = tmp_path / "eval_after.jsonl"
+    identity = {"policy": "hf:grpo-eval"}
+
+    def record(task: int, score: float) -> dict[str, Any]:
+        return {"env_id": ENV_ID, "task_index": task, "sample": 0, "messages": [], "score": score}
+
+    with TrajectoryWriter(path, identity=identity) as writer:
+        writer.write(record(0, 1.0))
+    with TrajectoryWriter(path.with_name("eval_after.rank-0.jsonl"), identity=identity) as writer:
+        writer.write(record(0, 0.0))  # a killed run's shard: task 0 was merged already
+        writer.write(record(1, 1.0))
+    with TrajectoryWriter(path.with_name("eval_after.rank-1.jsonl"), identity=identity) as writer:
+        writer.write(record(2, 0.0))
+    assert merge_eval_shards(path) == 2
+    assert [(r["task_index"], r["score"]) for r in read_trajectories(path)] == [(0, 1.0), (1, 1.0), (2, 0.0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_after.jsonl"]
+    assert merge_eval_shards(path) == 0
 
 
 def test_rollout_hook_returns_one_completion_per_prompt_in_prompt_order(memorised_student: Path, tmp_path: Path) -> None:
