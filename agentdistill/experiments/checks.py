@@ -18,22 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentdistill.envs.registration import ENV_ENTRIES, EnvEntry
+from agentdistill.envs.registration import ENV_ENTRIES, EnvEntry, domain_of, env_entry_for
 from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.schema import TaskEntry
-from agentdistill.policies import PolicySpec, parse_policy_spec
+from agentdistill.policies import PolicySpec, parse_policy_spec, policy_backend
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 """``name`` or ``org/name``: what a Hugging Face hub id looks like (a longer path is a local directory)."""
-
-_SPEC_ARGUMENTS = {
-    "expert": ("error_rate",),
-    "hf": ("model_or_path", "adapter"),
-    "vllm": ("model", "lora"),
-    "openai": ("base_url", "model"),
-}
-"""Constructor arguments that the spec string itself sets, per policy kind (not for ``policy_args``)."""
 
 
 # --------------------------------------------------------------------------------------------- env arguments
@@ -65,7 +57,7 @@ def resolve_data(data: Mapping[str, str], data_root: str | None, where: Location
 
 def is_factual(env_id: str) -> bool:
     """QA envs search; math envs do not (the retriever setting and RAG apply to QA envs only)."""
-    return env_id.startswith("AgentQA-")
+    return domain_of(env_id) == "factual"
 
 
 def with_retriever(env_id: str, kwargs: Mapping[str, Any], retriever: str | None) -> dict[str, Any]:
@@ -243,7 +235,7 @@ def describe_policy(parsed: PolicySpec) -> str:
 
 def warn_if_expert_on_benchmarks(parsed: PolicySpec, env_ids: list[str], plan: Plan) -> None:
     """The scripted expert needs the synthetic generator's plan: on a benchmark every episode fails."""
-    benchmarks = [env_id for env_id in env_ids if "Synthetic" not in env_id]
+    benchmarks = [env_id for env_id in env_ids if not env_entry_for(env_id).synthetic]
     if parsed.kind == "expert" and benchmarks:
         plan.warn(f"the scripted expert cannot solve {', '.join(benchmarks)}: its episodes there will fail")
 
@@ -251,35 +243,17 @@ def warn_if_expert_on_benchmarks(parsed: PolicySpec, env_ids: list[str], plan: P
 def _check_policy_args(parsed: PolicySpec, policy_args: Mapping[str, Any], where: Location) -> None:
     if not policy_args:
         return
-    cls = _policy_class(parsed.kind)
-    parameters = inspect.signature(cls.__init__).parameters
+    backend = policy_backend(parsed.kind)
+    parameters = inspect.signature(backend.load_builder()).parameters
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
         return  # e.g. vLLM engine arguments: checked by vLLM itself
-    valid = sorted(name for name in parameters if name != "self" and name not in _SPEC_ARGUMENTS[parsed.kind])
+    valid = sorted(name for name in parameters if name not in backend.spec_arguments)
     unknown = sorted(set(policy_args) - set(valid))
     if unknown:
         raise where.error(
             f"unknown argument(s) {', '.join(repr(name) for name in unknown)} for a {parsed.kind} policy; "
             f"valid: {', '.join(valid)}"
         )
-
-
-def _policy_class(kind: str) -> type:
-    if kind == "expert":
-        from agentdistill.policies.expert import ExpertPolicy
-
-        return ExpertPolicy
-    if kind == "hf":
-        from agentdistill.policies.hf import HFPolicy
-
-        return HFPolicy
-    if kind == "vllm":
-        from agentdistill.policies.vllm import VLLMPolicy
-
-        return VLLMPolicy
-    from agentdistill.policies.openai import OpenAIPolicy
-
-    return OpenAIPolicy
 
 
 def _port(url: str | None) -> str:

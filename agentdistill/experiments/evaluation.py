@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentdistill.envs.paper import ProtocolName
+from agentdistill.errors import UserError
 from agentdistill.experiments.checks import (
     check_model,
     check_policy,
@@ -29,11 +31,9 @@ from agentdistill.experiments.checks import (
 )
 from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_benchmarks, check_positive, check_sag
-from agentdistill.envs.paper import ProtocolName
-from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
-from agentdistill.errors import UserError
 from agentdistill.policies import parse_policy_spec
 from agentdistill.policies.base import SamplingParams
 from agentdistill.rollouts.loop import SAGSettings

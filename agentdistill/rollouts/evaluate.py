@@ -28,12 +28,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from agentdistill.envs.registration import ENV_ENTRIES, benchmark_name, domain_of, env_entry_for
 from agentdistill.errors import OutputConflictError
 from agentdistill.policies import make_policy
 from agentdistill.policies.base import Policy, SamplingParams
 from agentdistill.policies.judge import PaperJudge, as_paper_judge, judge_label
+from agentdistill.rollouts.figures import invalid_action_rate, is_agent_episode, mean_steps, success_rate
 from agentdistill.rollouts.loop import SAGSettings, make_rollout_envs, run_rollouts
-from agentdistill.rollouts.records import latest_records, read_trajectories
+from agentdistill.rollouts.records import EpisodeRecord, latest_records, read_trajectories
 from agentdistill.runs import RunDirectory, claim_run_directory
 
 PAPER_FACTUAL: tuple[str, ...] = (
@@ -52,60 +54,18 @@ PAPER_SUITE: tuple[str, ...] = PAPER_FACTUAL + PAPER_MATH
 """The paper's eight benchmarks in its table order: four factual, then four math."""
 
 SUITE_DATA: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {
-        # HotpotQA: the paper's list (hard dev questions) has no paragraphs, and no local corpus covers it
-        # (only 94 of its 500 questions are in the local HotpotQA files). 500 other hard dev questions in
-        # the distractor setting are used instead; their 5,000 pooled paragraphs are the search corpus.
-        "AgentQA-HotpotQA-v0": {"data_path": "hotpotqa/distractor_dev_500_hf.jsonl"},
-        # Bamboogle: the paper's 125 questions; the corpus is a 1,000-passage sample of the paper's
-        # wiki-18 dump, which holds few answers. Real runs pass retriever= the full wiki-18 index or server.
-        "AgentQA-Bamboogle-v0": {
-            "data_path": "agent-distillation/qa_dataset/test/bamboogle_125_20250507.json",
-            "corpus": "corpora/flashrag_wiki18_sample_1000.jsonl",
-        },
-        # MuSiQue: as for HotpotQA, 200 answerable dev questions with their own 20 paragraphs each (the
-        # paper's 500-question list overlaps the local file in 17 questions only).
-        "AgentQA-MuSiQue-v0": {"data_path": "musique/musique_ans_dev_200.jsonl"},
-        # 2Wiki: the paper's 500 questions over the 6,119 paragraphs behind a 1,000-question dev sample;
-        # the answer text occurs in the corpus for about 43 % of them, so scores are a lower bound.
-        "AgentQA-2WikiMultiHopQA-v0": {
-            "data_path": "agent-distillation/qa_dataset/test/2wikimultihopqa_500_20250511.json",
-            "corpus": "2wiki/2wiki_corpus_6119.json",
-        },
-        # Math needs no corpus: the paper's exact lists.
-        "AgentMath-MATH500-v0": {"data_path": "agent-distillation/math_dataset/test/math_500_20250414.json"},
-        "AgentMath-GSMHard-v0": {"data_path": "agent-distillation/math_dataset/test/gsm_hard_500_20250507.json"},
-        "AgentMath-AIME-v0": {"data_path": "agent-distillation/math_dataset/test/aime_90_20250504.json"},
-        "AgentMath-OlymMATH-v0": {"data_path": "agent-distillation/math_dataset/test/olymath_200_20250511.json"},
-    }
+    {entry.env_id: entry.local_data for entry in ENV_ENTRIES if entry.local_data}
 )
-"""For each benchmark, env arguments naming files relative to the shared data folder (``../shared/data``)."""
-
-_WIKI18_SAMPLE = "corpora/flashrag_wiki18_sample_1000.jsonl"
+"""For each benchmark with local data, env arguments naming files relative to the shared data folder
+(``../shared/data``): each env's registry entry (:attr:`~agentdistill.envs.registration.EnvEntry.local_data`)
+says what it holds and how it differs from the paper's setting."""
 
 PAPER_TEST_SETS: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {
-        # The paper's eight lists (its repository's data_processor/, 500/125/500/500/500/500/90/200 tasks). The QA
-        # lists carry no paragraphs: the paper searched wiki-18, so a real run passes retriever= its index or
-        # server; a 1,000-passage sample of wiki-18 stands in when none is given (it holds few answers).
-        "AgentQA-HotpotQA-v0": {
-            "data_path": "agent-distillation/qa_dataset/test/hotpotqa_500_20250422.json", "corpus": _WIKI18_SAMPLE,
-        },
-        "AgentQA-Bamboogle-v0": {
-            "data_path": "agent-distillation/qa_dataset/test/bamboogle_125_20250507.json", "corpus": _WIKI18_SAMPLE,
-        },
-        "AgentQA-MuSiQue-v0": {
-            "data_path": "agent-distillation/qa_dataset/test/musique_500_20250504.json", "corpus": _WIKI18_SAMPLE,
-        },
-        "AgentQA-2WikiMultiHopQA-v0": {
-            "data_path": "agent-distillation/qa_dataset/test/2wikimultihopqa_500_20250511.json",
-            "corpus": _WIKI18_SAMPLE,
-        },
-        **{env_id: SUITE_DATA[env_id] for env_id in PAPER_MATH},
-    }
+    {entry.env_id: entry.paper_data for entry in ENV_ENTRIES if entry.paper_data}
 )
 """Under ``protocol="paper"``: the paper's own test lists for all eight benchmarks, relative to the shared data
-folder (the default protocol maps HotpotQA and MuSiQue to local files that carry their paragraphs instead)."""
+folder (:attr:`~agentdistill.envs.registration.EnvEntry.paper_data`; the default protocol maps HotpotQA and
+MuSiQue to local files that carry their paragraphs instead)."""
 
 METRIC_NAMES: Mapping[str, str] = MappingProxyType(
     {
@@ -174,27 +134,7 @@ def benchmark_env_kwargs(
 
 def is_synthetic(env_id: str) -> bool:
     """Whether ``env_id`` generates its tasks (and so has a train and a held-out split)."""
-    return benchmark_name(env_id).endswith("-Synthetic")
-
-
-def domain_of(env_id: str) -> str:
-    """``"factual"`` for QA envs, ``"math"`` for math envs (the two halves of the paper's table)."""
-    if env_id.startswith("AgentQA-"):
-        return "factual"
-    if env_id.startswith("AgentMath-"):
-        return "math"
-    return "other"
-
-
-def benchmark_name(env_id: str) -> str:
-    """The short name of an env id: ``AgentQA-HotpotQA-v0`` -> ``HotpotQA``, ``AgentQA-Synthetic-v0`` ->
-    ``QA-Synthetic`` (both synthetic envs would otherwise read the same)."""
-    head, _, version = env_id.rpartition("-")
-    name = head if head and version.startswith("v") and version[1:].isdigit() else env_id
-    family, _, rest = name.partition("-")
-    if family in ("AgentQA", "AgentMath") and rest:
-        return rest if rest != "Synthetic" else f"{family.removeprefix('Agent')}-{rest}"
-    return name
+    return env_entry_for(env_id).synthetic
 
 
 def metric_of(env_id: str, env_kwargs: Mapping[str, Any]) -> str:
@@ -214,7 +154,8 @@ class TaskResult:
     ``accuracy`` is the mean reward over the episodes (for QA, the metric in ``metric``);
     ``completion_tokens`` and ``prompt_tokens`` are per episode; ``grader_metrics`` holds the mean of every
     metric the grader reported (EM and F1 for QA, whichever rewards), so a table in EM can still show F1.
-    ``invalid_action_rate`` and ``mean_steps`` are ``None`` for methods without actions (CoT).
+    ``invalid_action_rate`` is ``None`` where no episode took an action (CoT answers; agents whose policy failed
+    before acting), and ``mean_steps`` for methods without steps (CoT).
     ``judge_failures`` counts the answers an LLM judge gave no verdict on (scored 0).
     """
 
@@ -236,40 +177,45 @@ class TaskResult:
         return {**asdict(self), "grader_metrics": dict(self.grader_metrics)}
 
 
-def summarize_records(env_id: str, records: Iterable[Mapping[str, Any]], *, metric: str) -> TaskResult:
-    """A :class:`TaskResult` from trajectory records (agent episodes or CoT answers) of one env."""
+def summarize_records(env_id: str, records: Iterable[EpisodeRecord], *, metric: str) -> TaskResult:
+    """A :class:`TaskResult` from trajectory records (agent episodes or CoT answers) of one env.
+
+    Success, invalid actions and steps are counted by :mod:`agentdistill.rollouts.figures`, as everywhere else
+    episodes are read.
+    """
     records = list(records)
-    count = len(records)
-    steps = [step for record in records for step in record.get("steps") or () if "observation" in step]
-    has_steps = any("steps" in record for record in records)
-    invalid = sum(1 for step in steps if step.get("parse_error") or step.get("execution_error") is not None)
-    sums: dict[str, float] = {}
-    seen: dict[str, int] = {}
-    for record in records:
-        for name, value in (record.get("metrics") or {}).items():
-            if isinstance(value, (int, float)):
-                sums[name] = sums.get(name, 0.0) + float(value)
-                seen[name] = seen.get(name, 0) + 1
-
-    def mean(values: Iterable[float]) -> float:
-        values = list(values)
-        return sum(values) / len(values) if values else 0.0
-
+    acted = any(is_agent_episode(record) for record in records)
     return TaskResult(
         env_id=env_id,
         benchmark=benchmark_name(env_id),
         domain=domain_of(env_id),
         metric=metric,
-        episodes=count,
-        accuracy=mean(float(record.get("score") or 0.0) for record in records),
-        invalid_action_rate=(invalid / len(steps) if steps else 0.0) if has_steps else None,
-        mean_steps=mean(float(record.get("num_steps", 0)) for record in records) if has_steps else None,
-        completion_tokens=mean(float((record.get("tokens") or {}).get("completion", 0)) for record in records),
-        prompt_tokens=mean(float((record.get("tokens") or {}).get("prompt", 0)) for record in records),
+        episodes=len(records),
+        accuracy=success_rate(records),
+        invalid_action_rate=invalid_action_rate(records),
+        mean_steps=mean_steps(records) if acted else None,
+        completion_tokens=_mean_tokens(records, "completion"),
+        prompt_tokens=_mean_tokens(records, "prompt"),
         failed_episodes=sum(1 for record in records if record.get("failed")),
-        grader_metrics={name: sums[name] / seen[name] for name in sorted(sums)},
+        grader_metrics=_grader_metric_means(records),
         judge_failures=sum(1 for record in records if (record.get(JUDGED_KEY) or {}).get("status") == "failed"),
     )
+
+
+def _mean_tokens(records: Sequence[EpisodeRecord], kind: str) -> float:
+    """The ``kind`` (``"prompt"`` or ``"completion"``) tokens per episode."""
+    counts = [float((record.get("tokens") or {}).get(kind, 0)) for record in records]
+    return sum(counts) / len(counts) if counts else 0.0
+
+
+def _grader_metric_means(records: Sequence[EpisodeRecord]) -> dict[str, float]:
+    """The mean of every numeric metric the grader reported, over the records that report it, by name."""
+    values: dict[str, list[float]] = {}
+    for record in records:
+        for name, value in (record.get("metrics") or {}).items():
+            if isinstance(value, (int, float)):
+                values.setdefault(name, []).append(float(value))
+    return {name: sum(values[name]) / len(values[name]) for name in sorted(values)}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, cast
 
 import gymnasium as gym
 import numpy as np
@@ -33,9 +33,10 @@ from agentdistill.envs.codeact import END_CODE
 from agentdistill.envs.paper.codeact import PAPER_STOP
 from agentdistill.envs.sag import VOTES, encode_candidates
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
+from agentdistill.rollouts.figures import is_action
 from agentdistill.rollouts.ftp import prefix_for
 from agentdistill.rollouts.metrics import RolloutMetrics
-from agentdistill.rollouts.records import TrajectoryWriter, run_identity
+from agentdistill.rollouts.records import EpisodeRecord, StepRecord, TrajectoryWriter, run_identity
 from agentdistill.rollouts.tokens import ObservationTokenizer, TokenTrace
 
 IDLE_ACTION = f"Thought: idle.\n```py\npass\n```{END_CODE}"
@@ -120,7 +121,7 @@ class _Episode:
     final_answer_call: dict[str, Any] | None = None
     last_sampled: tuple[int, ...] = ()
     started: float = field(default_factory=time.monotonic)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     policy_seconds: float = 0.0
     env_seconds: float = 0.0
     prompt_tokens: int = 0
@@ -302,7 +303,7 @@ class _Loop:
                     continue
                 episode.env_seconds += env_seconds / max(len(active), 1)
                 info = _info_at(infos, slot)
-                failed = "policy_error" in episode.steps[-1]
+                failed = not is_action(episode.steps[-1])
                 if not failed:
                     self._record_step(episode, info, observations[slot])
                     if episode.trace is not None and not ended and self.observation_tokens is not None:
@@ -358,7 +359,7 @@ class _Loop:
         episode.prompt_tokens += first.prompt_tokens
         episode.completion_tokens += sum(choice.completion_tokens for choice in usable)
         self.metrics.add_tokens(sum(choice.completion_tokens for choice in usable))
-        step: dict[str, Any] = {
+        step: StepRecord = {
             "prompt_tokens": first.prompt_tokens,
             "completion_tokens": [choice.completion_tokens for choice in usable],
             "finish_reason": [choice.finish_reason for choice in usable],
@@ -438,21 +439,17 @@ class _Loop:
         if "final_answer_request" in info:
             episode.final_request = info["final_answer_request"]
         step = episode.steps[-1]
-        step.update({key: info[key] for key in _STEP_INFO_KEYS if key in info})
+        step.update(_env_step(info))
         step["observation"] = observation
         episode.messages.append({"role": "assistant", "content": str(info.get("action", ""))})
         episode.messages.append({"role": "user", "content": observation})
-        self.metrics.add_step(
-            invalid=bool(info.get("parse_error")) or info.get("execution_error") is not None,
-            sag_valid=(info.get("sag") or {}).get("valid"),
-        )
 
     def _finish(self, episode: _Episode, info: dict[str, Any], terminated: bool, truncated: bool) -> None:
         failure = next((step["policy_error"] for step in episode.steps if "policy_error" in step), None)
         score = float(info.get("score", 0.0) or 0.0) if failure is None else 0.0
         if failure is not None:
             info = {}  # the env went on with a placeholder action: nothing it reports belongs to the episode
-        record = {
+        record: EpisodeRecord = {
             "env_id": self.env_id,
             "task_index": episode.task_index,
             "sample": episode.sample,
@@ -484,7 +481,12 @@ class _Loop:
         if episode.trace is not None:
             record["token_trace"] = episode.trace.to_dict()
         self.writer.write(record)
-        self.metrics.add_episode(score=score, steps=len(episode.steps), failed=failure is not None)
+        self.metrics.add_episode(record)
+
+
+def _env_step(info: Mapping[str, Any]) -> StepRecord:
+    """What a step record keeps of the env's info: the parsed action, its errors, tool calls and SAG's vote."""
+    return cast(StepRecord, {key: info[key] for key in _STEP_INFO_KEYS if key in info})
 
 
 def _info_at(infos: Mapping[str, Any], slot: int) -> dict[str, Any]:

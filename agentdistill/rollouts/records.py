@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Required, TypedDict, cast
+from typing import Any, Required, TypedDict, TypeGuard
 
 from agentdistill.errors import OutputConflictError, UserError
 from agentdistill.locking import lock_exclusively
@@ -196,7 +196,7 @@ def read_trajectories(path: str | os.PathLike[str]) -> Iterator[EpisodeRecord]:
         yield record
 
 
-def is_record(value: object) -> bool:
+def is_record(value: object) -> TypeGuard[EpisodeRecord]:
     """Whether a parsed JSON value is a trajectory record: an object with every key of :data:`RECORD_KEYS`."""
     return isinstance(value, dict) and all(key in value for key in RECORD_KEYS)
 
@@ -290,7 +290,7 @@ class TrajectoryWriter:
             record = json.loads(line)
         except ValueError:
             self._refuse(number, line, "is not JSON")
-        if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
+        if not is_record(record):
             self._refuse(number, line, "is not a trajectory record")
         differences = self._differences(record)
         if differences and not self.append:
@@ -320,7 +320,7 @@ class TrajectoryWriter:
         """Whether the file already holds sample ``sample`` of this task (a policy-failed one does not count)."""
         return (env_id, task_index, sample) in self._done
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         """Append one episode (with this run's identity) and make it durable before returning."""
         full = {"version": RECORD_VERSION, **record}
         if self.identity is not None:

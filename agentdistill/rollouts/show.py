@@ -11,7 +11,8 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from agentdistill.errors import UserError
-from agentdistill.rollouts.records import read_trajectories
+from agentdistill.rollouts.figures import count_actions, is_agent_episode, is_invalid_step
+from agentdistill.rollouts.records import EpisodeRecord, StepRecord, read_trajectories
 
 _CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x20), 0x7F) if chr(code) not in "\n\t"}
 _CONTROL.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
@@ -25,8 +26,9 @@ def visible(text: object) -> str:
     return str(text).translate(_CONTROL)
 
 
-def render_episode(record: dict[str, Any]) -> Panel:
-    """One episode: the task, then per step the thought, the code and the observation, then the score."""
+def render_episode(record: EpisodeRecord) -> Panel:
+    """One episode: the task, then per step the thought, the code and the observation (red for an invalid
+    action), then the score and, for an agent, its invalid actions."""
     messages = record.get("messages", [])
     task = next((m["content"] for m in messages if m.get("role") == "user"), "")
     parts: list[Any] = [Text(visible(task), style="bold")]
@@ -37,8 +39,9 @@ def render_episode(record: dict[str, Any]) -> Panel:
     if record.get("failed"):
         parts.append(Text(visible(f"episode failed: {record['failed']}"), style="bold red"))
     score = float(record.get("score") or 0.0)
+    actions = f"  {_invalid_actions(record)}" if is_agent_episode(record) else ""
     verdict = Text(
-        visible(f"answer {record.get('answer')!r}  gold {record.get('gold')!r}  score {score:g}"),
+        visible(f"answer {record.get('answer')!r}  gold {record.get('gold')!r}  score {score:g}{actions}"),
         style="bold green" if score >= 1.0 else "bold red",
     )
     parts.append(verdict)
@@ -46,7 +49,14 @@ def render_episode(record: dict[str, Any]) -> Panel:
     return Panel(Group(*parts), title=visible(title), title_align="left")
 
 
-def _render_step(number: int, step: dict[str, Any]) -> Group:
+def _invalid_actions(record: EpisodeRecord) -> str:
+    """How many of the episode's actions were invalid, or that it took none (and so has no invalid-action rate,
+    as :mod:`agentdistill.rollouts.figures` counts)."""
+    count = count_actions([record])
+    return f"invalid actions {count.invalid}/{count.actions}" if count.actions else "no action taken"
+
+
+def _render_step(number: int, step: StepRecord) -> Group:
     lines: list[Any] = []
     header = f"step {number}"
     if step.get("sag"):
@@ -60,8 +70,7 @@ def _render_step(number: int, step: dict[str, Any]) -> Group:
         lines.append(Text(visible(f"Thought: {step['thought']}"), style="italic"))
     if step.get("code"):
         lines.append(Syntax(visible(step["code"]), "python", theme="ansi_dark", line_numbers=False))
-    failed = step.get("parse_error") or step.get("execution_error")
-    lines.append(Text(visible(step.get("observation", "")), style="red" if failed else "dim"))
+    lines.append(Text(visible(step.get("observation") or ""), style="red" if is_invalid_step(step) else "dim"))
     return Group(*lines)
 
 

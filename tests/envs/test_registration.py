@@ -1,4 +1,5 @@
-"""Every env id is registered, passes gymnasium's checker, and vectorizes with text observations."""
+"""Every env id is registered, passes gymnasium's checker, vectorizes with text observations, and its registry
+entry says truly what the env is (its domain, whether it generates tasks, its local data)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import agentdistill
-from tests.conftest import ENV_DATA_KWARGS, code_action, env_kwargs
+from agentdistill.envs.registration import ENV_ENTRIES, EnvEntry, benchmark_name, domain_of
+from agentdistill.errors import UserError
+from tests.conftest import ENV_DATA_KWARGS, SHARED_DATA, code_action, env_kwargs
 
 EXPECTED_IDS = {
     "AgentQA-HotpotQA-v0", "AgentQA-Bamboogle-v0", "AgentQA-MuSiQue-v0", "AgentQA-2WikiMultiHopQA-v0",
@@ -73,3 +76,46 @@ def test_async_vector_env_matches_sync_with_default_settings(env_id: str) -> Non
     first_observations = results["sync"][0]
     assert all(isinstance(text, str) and text.startswith("Task: ") for text in first_observations)
     assert "héllo\nwörld ✓ 42" in results["sync"][1][0][0]
+
+
+PAPER_LIST_SIZES = {
+    "AgentQA-HotpotQA-v0": 500, "AgentQA-Bamboogle-v0": 125, "AgentQA-MuSiQue-v0": 500,
+    "AgentQA-2WikiMultiHopQA-v0": 500, "AgentMath-MATH500-v0": 500, "AgentMath-GSMHard-v0": 500,
+    "AgentMath-AIME-v0": 90, "AgentMath-OlymMATH-v0": 200,
+}
+"""The sizes of the paper's eight test lists."""
+
+
+@pytest.mark.parametrize("entry", ENV_ENTRIES, ids=lambda entry: entry.env_id)
+def test_the_entry_says_what_the_env_is(entry: EnvEntry) -> None:
+    env = gym.make(entry.env_id, **env_kwargs(entry.env_id))
+    try:
+        searches = "web_search" in env.unwrapped.system_prompt()
+        generates = env.unwrapped.num_tasks is None
+    finally:
+        env.close()
+    assert (entry.domain == "factual") == searches and domain_of(entry.env_id) == entry.domain
+    assert entry.synthetic == generates
+    assert benchmark_name(entry.env_id) == entry.benchmark and entry.benchmark in entry.env_id
+
+
+@pytest.mark.parametrize("entry", [entry for entry in ENV_ENTRIES if entry.paper_data], ids=lambda entry: entry.env_id)
+def test_the_paper_test_lists_of_the_entries_are_the_papers(entry: EnvEntry) -> None:
+    paper = {key: str(SHARED_DATA / relative) for key, relative in entry.paper_data.items()}
+    env = gym.make(entry.env_id, **paper)
+    try:
+        assert env.unwrapped.num_tasks == PAPER_LIST_SIZES[entry.env_id]
+    finally:
+        env.close()
+
+
+def test_an_unknown_id_has_no_domain_and_the_entries_cannot_be_changed() -> None:
+    with pytest.raises(UserError, match=r"unknown env id 'AgentQA-Hotpot-v0'; did you mean 'AgentQA-HotpotQA-v0'"):
+        domain_of("AgentQA-Hotpot-v0")
+    with pytest.raises(UserError, match=r"unknown env id 'MATH500'"):
+        benchmark_name("MATH500")
+    entry = ENV_ENTRIES[0]
+    with pytest.raises(TypeError):
+        entry.local_data["data_path"] = "elsewhere.jsonl"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        entry.kwargs["task_name"] = "MuSiQue"  # type: ignore[index]

@@ -73,6 +73,35 @@ def test_limit_and_index_are_checked_and_a_bad_line_is_named(tmp_path: Path) -> 
         show_file(out, console=console)
 
 
+class _ServerDown:
+    """A backend whose every call fails: its episodes end before any action."""
+
+    name = "down"
+
+    def generate(self, requests: Sequence[PolicyRequest], params: SamplingParams) -> list[list[Completion]]:
+        return [[Completion.failed("HTTP 503")] for _ in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_episode_shows_how_many_of_its_actions_were_invalid_or_that_it_took_none(tmp_path: Path) -> None:
+    sloppy, down = tmp_path / "sloppy.jsonl", tmp_path / "down.jsonl"
+    collect_trajectories(ExpertPolicy(error_rate=0.5), "AgentMath-Synthetic-v0", out=sloppy, episodes=4, progress=False)
+    collect_trajectories(_ServerDown(), "AgentMath-Synthetic-v0", out=down, episodes=1, progress=False)
+    console, buffer = _console()
+    show_file(sloppy, console=console)
+    printed = buffer.getvalue()
+    lines = [json.loads(line) for line in sloppy.read_text().splitlines()]
+    for record in lines:
+        broken = sum("Code parsing failed" in step["observation"] for step in record["steps"])
+        assert f"invalid actions {broken}/{len(record['steps'])}" in printed
+    assert any("Code parsing failed" in step["observation"] for record in lines for step in record["steps"])
+    console, buffer = _console()
+    show_file(down, console=console)
+    assert "policy error: HTTP 503" in buffer.getvalue() and "no action taken" in buffer.getvalue()
+
+
 def test_a_prefix_file_is_never_overwritten(tmp_path: Path) -> None:
     mine = tmp_path / "ftp.json"
     mine.write_text('{"task-1": "my own prefix"}')
