@@ -595,9 +595,9 @@ def _run_distill(args: argparse.Namespace) -> None:
         from agentdistill.policies.model_source import check_model_source
 
         check_model_source(args.student, what="student")
-    from agentdistill.distill.launch import run_sft
-    from agentdistill.distill.sft import SFTSettings
-    from agentdistill.distill.sft_data import trajectories_to_dataset
+    from agentdistill.distill.sft.launch import run_sft
+    from agentdistill.distill.sft.settings import SFTSettings
+    from agentdistill.distill.sft.trajectories import trajectories_to_dataset
     from agentdistill.errors import UserError
 
     settings = SFTSettings.from_yaml(args.config) if args.config else SFTSettings()
@@ -620,7 +620,9 @@ def _run_rl(args: argparse.Namespace) -> None:
     if args.config:
         _check_input_file(args.config, "GRPO settings file")
     _check_output(args.out, "directory", model=True)
-    from agentdistill.distill.grpo import launch_grpo, settings_for, train_grpo
+    from agentdistill.distill.grpo.__main__ import settings_for
+    from agentdistill.distill.grpo.launch import launch_grpo
+    from agentdistill.distill.grpo.train import train_grpo
 
     settings = settings_for(args.config, args.steps)
     settings = settings.replace(wandb_project=_wandb_project(args, settings.wandb_project))

@@ -6,7 +6,7 @@
    tasks through the rollout loop, each episode opening with a first-thought prefix (FTP) taken from the expert's
    own chain-of-thought answer, as the paper's teacher does.
 2. **Data.** The episodes are filtered and converted to student conversations with the paper's rules
-   (:func:`~agentdistill.distill.sft_data.trajectories_to_dataset`: short system prompt, final observation dropped).
+   (:func:`~agentdistill.distill.sft.trajectories.trajectories_to_dataset`: short system prompt, final observation dropped).
 3. **Student.** A byte-level BPE tokenizer is trained on that data and a small Qwen2-architecture model is built
    from scratch (:mod:`~agentdistill.distill.students`), then fine-tuned by the real SFT path (TRL, loss on the
    student's own turns, W&B offline).
@@ -45,13 +45,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agentdistill.distill.sft import SFTResult, SFTSettings
+from agentdistill.distill.sft.settings import SFTResult, SFTSettings
 from agentdistill.distill.students import QUICKSTART, StudentConfig
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from agentdistill.distill.sft_data import FilterReport
+    from agentdistill.distill.sft.trajectories import FilterReport
     from agentdistill.rollouts.evaluate import ResultsTable
 
 logger = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ def build_sft_data(files: Sequence[Path], out_dir: Path, *, log: Log = logger.in
     The conversations are also written to ``out_dir/sft_data.jsonl``, the format ``agentdistill distill`` and
     ``python -m agentdistill.distill.sft --dataset`` read.
     """
-    from agentdistill.distill.sft_data import trajectories_to_dataset
+    from agentdistill.distill.sft.trajectories import trajectories_to_dataset
 
     dataset, report = trajectories_to_dataset([str(path) for path in files], system_prompt_variant="short")
     log(f"SFT data: {report.summary()}")
@@ -426,7 +426,8 @@ def distill_student(
     A stage whose directory holds its ``sft_result.json`` is reused as is; an interrupted stage resumes from its
     last checkpoint.
     """
-    from agentdistill.distill.sft import RESULT_FILENAME, train_sft
+    from agentdistill.distill.sft.settings import RESULT_FILENAME
+    from agentdistill.distill.sft.train import train_sft
 
     stages: list[tuple[str, Dataset, SFTSettings]] = []
     if settings.sft_warmup is not None:

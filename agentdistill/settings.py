@@ -13,7 +13,8 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
 
 SettingsT = TypeVar("SettingsT")
 
@@ -121,3 +122,40 @@ def coerce_setting(key: str, value: Any, hint: Any) -> Any:
         except ValueError:
             continue
     raise ValueError(f"setting {key!r} expects {hint}, got {value!r}")
+
+
+class StrictSettings:
+    """Base of a frozen settings dataclass: reading (a mapping or YAML, strictly), writing and copying.
+
+    A subclass is a ``@dataclass(frozen=True)`` with defaults for every field and sets :attr:`settings_name`
+    (``"SFT"``, ``"GRPO"``), which error messages use. Validation stays in the subclass's ``__post_init__``, so
+    a copy made by :meth:`replace` is checked like one read from a file.
+    """
+
+    settings_name: ClassVar[str] = "training"
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Self:
+        """Settings from a mapping of field names; unknown keys and ill-typed values raise ``ValueError``."""
+        return settings_from_mapping(cls, mapping, what=cls.settings_name)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Self:
+        """Settings from a flat YAML mapping (an empty file gives the defaults); errors name the file."""
+        return settings_from_yaml(cls, path, what=cls.settings_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (tuples as lists), as YAML and W&B want them."""
+        return settings_to_dict(self)
+
+    def to_yaml(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` as YAML (the directory is created), readable by :meth:`from_yaml`."""
+        import yaml
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(self.to_dict(), handle, sort_keys=False)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (checked like :meth:`from_mapping`)."""
+        return type(self).from_mapping({**self.to_dict(), **changes})

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 _DIRECTORY_VARIABLES = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR")
 
@@ -41,6 +43,40 @@ def start_wandb_run(project: str, run_dir: str | os.PathLike[str], config: Mappi
     for variable in _DIRECTORY_VARIABLES:
         os.environ.setdefault(variable, str(directory))
     return wandb.init(project=project, dir=str(directory), config=dict(config), name=name, mode=wandb_mode())
+
+
+@contextmanager
+def training_wandb_run(
+    project: str | None, out: Path, config: Mapping[str, Any], *, name: str, enabled: bool
+) -> Iterator[Any]:
+    """A training run's W&B run (files under ``out/wandb``; offline without credentials), or ``None`` when
+    ``project`` is unset or this is not the main process. transformers' ``WandbCallback`` logs into it.
+
+    The W&B directory variables that :func:`start_wandb_run` sets for the process are
+    restored afterwards: a later run in the same process would otherwise keep its cache and settings in this
+    run's directory. A run that raises is marked failed.
+    """
+    if not (enabled and project):
+        yield None
+        return
+    saved = {variable: os.environ.get(variable) for variable in _DIRECTORY_VARIABLES}
+    run = None
+    try:
+        run = start_wandb_run(project, out, config, name=name)
+        yield run
+    except BaseException:
+        if run is not None:
+            run.finish(exit_code=1)
+            run = None
+        raise
+    finally:
+        if run is not None:
+            run.finish()
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 DEFAULT_PROJECT = "agentdistill"

@@ -28,15 +28,18 @@ import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a scrip
 
 import agentdistill  # noqa: F401 - registers the env ids
 from agentdistill.cli import env_argument  # KEY=VALUE, the same parsing as `agentdistill rollout --env-arg`
-from agentdistill.distill.grpo import GRPOSettings, train_grpo
-from agentdistill.distill.sft import SFTSettings, train_sft
-from agentdistill.distill.sft_data import trajectories_to_dataset
+from agentdistill.distill.grpo.settings import GRPOSettings
+from agentdistill.distill.grpo.train import train_grpo
+from agentdistill.distill.sft.settings import SFTSettings
+from agentdistill.distill.sft.train import train_sft
+from agentdistill.distill.sft.trajectories import trajectories_to_dataset
 from agentdistill.distill.students import StudentConfig, build_student, save_student, train_tokenizer
 from agentdistill.experiments import apply_override
 from agentdistill.experiments.fields import Location
 from agentdistill.policies import make_policy
+from agentdistill.rollouts.figures import paired_gain
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
-from agentdistill.rollouts.records import read_trajectories
+from agentdistill.rollouts.records import EpisodeRecord, read_trajectories
 
 ENV_ID = "AgentMath-Synthetic-v0"
 REPO = Path(__file__).resolve().parents[1]
@@ -89,16 +92,17 @@ def distilled_student(out: Path, teacher: Path, steps: int) -> Path:
     return student
 
 
-def paired_gain(before: Path, after: Path, tasks: int) -> tuple[float, float]:
-    """Mean and standard error of (after - before) success over the same held-out tasks."""
-    def scores(path: Path) -> dict[int, float]:
-        return {r["task_index"]: float(r["score"]) for r in read_trajectories(path) if r["task_index"] < tasks}
+def success_gain(before: Path, after: Path, tasks: int) -> tuple[float, float]:
+    """Mean and standard error of (after - before) success over the same held-out tasks, paired by task."""
+    def held_out(path: Path) -> list[EpisodeRecord]:
+        return [record for record in read_trajectories(path) if record["task_index"] < tasks]
 
-    first, second = scores(before), scores(after)
-    differences = [second[task] - first[task] for task in first if task in second]
-    mean = sum(differences) / len(differences)
-    variance = sum((d - mean) ** 2 for d in differences) / max(len(differences) - 1, 1)
-    return mean, math.sqrt(variance / len(differences))
+    gain = paired_gain(held_out(before), held_out(after))
+    return (gain.mean, gain.stderr) if gain is not None else (math.nan, math.nan)
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = out / f"rl-seed{seed}"
         result = train_grpo(args.env, f"hf:{student}", run_dir, settings)
         assert result.before is not None and result.after is not None
-        gain, error = paired_gain(run_dir / "eval_before.jsonl", run_dir / "eval_after.jsonl", args.eval_tasks)
+        gain, error = success_gain(run_dir / "eval_before.jsonl", run_dir / "eval_after.jsonl", args.eval_tasks)
         rows.append([
             str(seed), str(result.after.episodes),
             f"{result.before.success_rate:.1%}", f"{result.after.success_rate:.1%}", f"{gain:+.1%} ± {error:.1%}",
             f"{result.before.mean_reward:.3f}", f"{result.after.mean_reward:.3f}",
-            f"{result.before.invalid_action_rate:.1%}", f"{result.after.invalid_action_rate:.1%}",
+            percent(result.before.invalid_action_rate), percent(result.after.invalid_action_rate),
             f"{time.perf_counter() - begun:.0f} s",
         ])
     header = ["seed", "held-out episodes", "success before", "after", "gain (paired, ± s.e.)", "reward before",

@@ -56,8 +56,9 @@ import torch.nn.functional as F
 from transformers import TrainerCallback
 
 import agentdistill  # noqa: F401 - registers the env ids
-from agentdistill.distill.sft import PreparedSFT, SFTSettings, prepare_sft
-from agentdistill.distill.sft_data import trajectories_to_dataset
+from agentdistill.distill.sft.settings import SFTSettings
+from agentdistill.distill.sft.train import PreparedSFT, prepare_sft
+from agentdistill.distill.sft.trajectories import trajectories_to_dataset
 from agentdistill.policies.expert import ExpertPolicy
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from agentdistill.distill.sft import SFTSettings
+from agentdistill.distill.sft.settings import SFTSettings
 from agentdistill.quickstart import (
     ENV_IDS,
     POLICY_KEYS,

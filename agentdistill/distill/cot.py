@@ -34,8 +34,8 @@ import gymnasium as gym
 from agentdistill.envs.graders import extract_answer
 from agentdistill.envs.paper import ProtocolName, check_protocol_name
 from agentdistill.envs.paper.prompts import PaperPrompts
-from agentdistill.errors import UserError
 from agentdistill.envs.tools.retrieval.base import Retriever, format_search_results
+from agentdistill.errors import UserError
 from agentdistill.policies import make_policy
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
 from agentdistill.rollouts.evaluate import (

@@ -29,20 +29,20 @@ from agentdistill.envs.codeact import (
     truncate_middle,
 )
 from agentdistill.envs.graders import Grader
-from agentdistill.errors import UserError
 from agentdistill.envs.graders.qa import normalize_answer as normalize_qa_answer
-from agentdistill.envs.prompts import FINAL_ANSWER_TOOL, PromptVariant, ToolSpec, build_system_prompt
+from agentdistill.envs.paper import ProtocolName, check_protocol_name
 from agentdistill.envs.paper.codeact import PaperParse
 from agentdistill.envs.paper.codeact import assistant_turn as paper_assistant_turn
 from agentdistill.envs.paper.codeact import parse_action as paper_parse_action
 from agentdistill.envs.paper.prompts import PaperPrompts
-from agentdistill.envs.paper import ProtocolName, check_protocol_name
 from agentdistill.envs.paper.protocol import PaperEpisode, paper_module_roots
+from agentdistill.envs.prompts import FINAL_ANSWER_TOOL, PromptVariant, ToolSpec, build_system_prompt
 from agentdistill.envs.sag import CandidateOutcome, decode_sag, select_candidate, vote_key
 from agentdistill.envs.spaces import BoundedText
 from agentdistill.envs.tasks import Task
 from agentdistill.envs.tools.sandbox import SandboxLimits, SandboxSpec, make_sandbox
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, ForkableSandbox, Sandbox, ToolFunction
+from agentdistill.errors import UserError
 
 DEFAULT_MAX_STEPS = 5
 DEFAULT_MAX_OBSERVATION_CHARS = 20_000

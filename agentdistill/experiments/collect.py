@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentdistill.envs.paper import ProtocolName
 from agentdistill.experiments.checks import (
     check_file,
     check_policy,
@@ -28,19 +29,18 @@ from agentdistill.experiments.checks import (
     describe_policy,
     describe_range,
     entry_env_kwargs,
-    with_retriever,
     entry_start,
     entry_tasks,
     probe_env,
     warn_if_expert_on_benchmarks,
+    with_retriever,
 )
 from agentdistill.experiments.evaluation import check_judge
 from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_positive, check_sag, check_task_entries
-from agentdistill.envs.paper import ProtocolName
-from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.policies.base import SamplingParams
 from agentdistill.policies.judge import PaperJudge
 from agentdistill.rollouts.collect import task_range

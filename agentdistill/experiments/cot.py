@@ -40,9 +40,9 @@ from agentdistill.experiments.checks import (
 from agentdistill.experiments.evaluation import benchmark_ids, benchmark_kwargs, plan_benchmarks
 from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
+from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import TaskEntry, check_benchmarks, check_positive, check_task_entries
-from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir, with_resolved_prompts_dir
 from agentdistill.experiments.sft import TrainSection, plan_training, train
 from agentdistill.policies.base import SamplingParams
 from agentdistill.rollouts.collect import task_range

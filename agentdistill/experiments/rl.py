@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentdistill.distill.grpo import GRPOSettings
+from agentdistill.distill.grpo.settings import GRPOSettings
 from agentdistill.experiments.checks import check_file, check_model, env_entry, from_hub
 from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
@@ -100,7 +100,8 @@ def plan(config: RLExperiment, where: Location) -> Plan:
 
 
 def run(config: RLExperiment, where: Location, write: Callable[[str], None]) -> None:
-    from agentdistill.distill.grpo import launch_grpo, train_grpo
+    from agentdistill.distill.grpo.launch import launch_grpo
+    from agentdistill.distill.grpo.train import train_grpo
     from agentdistill.tracking import default_project
 
     settings = config.settings.replace(wandb_project=default_project(config.settings.wandb_project))

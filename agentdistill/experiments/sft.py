@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentdistill.distill.sft import SFTSettings
+from agentdistill.distill.sft.settings import SFTSettings
 from agentdistill.envs.paper import ProtocolName
 from agentdistill.experiments.checks import check_file, check_model, count_records
 from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
-from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
+from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_positive
 from agentdistill.tracking import describe_tracking
 
@@ -144,7 +144,7 @@ def plan_training(section: TrainSection, out: str, data: list[str], plan: Plan, 
 
 def train(section: TrainSection, dataset: Any, out: str, write: Callable[[str], None]) -> None:
     """Run the training step on ``dataset`` (rows with ``messages``)."""
-    from agentdistill.distill.launch import run_sft
+    from agentdistill.distill.sft.launch import run_sft
     from agentdistill.tracking import default_project
 
     settings = section.settings.replace(wandb_project=default_project(section.settings.wandb_project))
@@ -173,7 +173,7 @@ def plan(config: SFTExperiment, where: Location) -> Plan:
 
 
 def run(config: SFTExperiment, where: Location, write: Callable[[str], None]) -> None:
-    from agentdistill.distill.sft_data import trajectories_to_dataset
+    from agentdistill.distill.sft.trajectories import trajectories_to_dataset
 
     dataset, report = trajectories_to_dataset(
         list(config.trajectories), system_prompt_variant=config.prompt_variant, protocol=config.protocol,

@@ -33,7 +33,6 @@ from typing import Any, Self
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
     LogitsProcessor,
@@ -48,8 +47,6 @@ from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
 from agentdistill.policies.model_source import explaining_model_load
 
 logger = logging.getLogger(__name__)
-
-PEFT_INSTALL_HINT = "pip install peft"
 
 
 class HFPolicy:
@@ -100,11 +97,12 @@ class HFPolicy:
         )
 
         if isinstance(model_or_path, (str, os.PathLike)):
+            from agentdistill.distill.loading import load_student
+
             source = os.fspath(model_or_path)
-            load_options: dict[str, Any] = {"dtype": torch_dtype} if torch_dtype is not None else {}
-            with explaining_model_load(source):
-                model: Any = AutoModelForCausalLM.from_pretrained(source, **load_options)
-            tokenizer = tokenizer if tokenizer is not None else source
+            student = load_student(source, adapter=self.adapter, dtype=torch_dtype)
+            model: Any = student.model
+            tokenizer = tokenizer if tokenizer is not None else student.tokenizer
         else:
             source = type(model_or_path).__name__
             model = model_or_path
@@ -120,8 +118,10 @@ class HFPolicy:
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=getattr(model.generation_config, "bos_token_id", None),
         )
-        if self.adapter is not None:
-            model = _load_adapter(model, self.adapter)
+        if self.adapter is not None and not isinstance(model_or_path, (str, os.PathLike)):
+            from agentdistill.distill.loading import attach_adapter
+
+            model = attach_adapter(model, self.adapter)
         self._model: Any = model.to(self.device).eval()
         self.name = name or f"hf:{source}" + (f"+lora:{self.adapter}" if self.adapter else "")
         self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
@@ -367,15 +367,6 @@ def _stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]
     if not ids:
         raise ValueError("the tokenizer has no eos token and the model's generation config names none")
     return ids
-
-
-def _load_adapter(model: Any, adapter: str) -> Any:
-    try:
-        from peft import PeftModel
-    except ImportError as error:
-        raise ImportError(f"loading the adapter {adapter!r} needs peft: `{PEFT_INSTALL_HINT}`") from error
-    with explaining_model_load(adapter, what="adapter"):
-        return PeftModel.from_pretrained(model, adapter)
 
 
 def _failed(params: SamplingParams, error: str) -> list[Completion]:

@@ -20,23 +20,16 @@ import pytest
 import torch
 
 import agentdistill  # noqa: F401 - registers the env ids
-from agentdistill.distill.grpo import (
-    EnvRollouts,
-    GRPOResult,
-    GRPOSettings,
-    episode_reward,
-    launch_grpo,
-    merge_eval_shards,
-    paired_reward_gain,
-    task_dataset,
-    task_groups,
-    task_prompt,
-    train_grpo,
-)
+from agentdistill.distill.grpo.evaluation import merge_eval_shards
+from agentdistill.distill.grpo.launch import launch_grpo
+from agentdistill.distill.grpo.rollouts import EnvRollouts, task_dataset, task_groups, task_prompt
+from agentdistill.distill.grpo.settings import GRPOResult, GRPOSettings
+from agentdistill.distill.grpo.train import train_grpo
 from agentdistill.distill.students import TINY, build_student, save_student, train_tokenizer
 from agentdistill.policies import make_policy
 from agentdistill.policies.base import PolicyRequest, SamplingParams
 from agentdistill.policies.hf import HFPolicy
+from agentdistill.rollouts.figures import episode_reward, paired_gain
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories
 
@@ -141,13 +134,13 @@ def test_paired_reward_gain_averages_samples_per_task_then_pairs_tasks() -> None
 
     before = episodes({0: [0.0, 0.0], 1: [1.0, 0.0], 2: [1.0, 1.0], 3: [0.0, 0.0]})
     after = episodes({0: [1.0, 1.0], 1: [1.0, 1.0], 2: [1.0, 0.0], 4: [1.0, 1.0]})  # task 3/4: not in both
-    gain = paired_reward_gain(before, after)
+    gain = paired_gain(before, after)
     assert gain is not None and (gain.tasks, gain.improved, gain.worsened) == (3, 2, 1)
     differences = [1.0, 0.5, -0.5]
     assert gain.mean == pytest.approx(1.0 / 3)
     spread = sum((d - 1.0 / 3) ** 2 for d in differences) / 2
     assert gain.stderr == pytest.approx((spread / 3) ** 0.5)
-    assert paired_reward_gain(before[:2], after[:2]) is None  # one task: no spread to measure
+    assert paired_gain(before[:2], after[:2]) is None  # one task: no spread to measure
     with pytest.raises(ValueError, match="eval_samples=4 needs eval_temperature > 0"):
         GRPOSettings(eval_samples=4)
     with pytest.raises(ValueError, match="eval_temperature must be >= 0"):
@@ -307,9 +300,9 @@ def lora_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA student as ``agentdistill distill`` writes it: a real short SFT run of a scratch student on expert
     episodes (adapter, tokenizer and the scratch base inside the run). The high learning rate moves the adapter
     well away from its base, so a start or a reference without it would show."""
-    from agentdistill.distill.launch import run_sft
-    from agentdistill.distill.sft import SFTSettings
-    from agentdistill.distill.sft_data import trajectories_to_dataset
+    from agentdistill.distill.sft.launch import run_sft
+    from agentdistill.distill.sft.settings import SFTSettings
+    from agentdistill.distill.sft.trajectories import trajectories_to_dataset
 
     directory = tmp_path_factory.mktemp("lora-student")
     teacher = directory / "teacher.jsonl"
@@ -343,7 +336,7 @@ def test_rl_starts_from_a_lora_student_as_distill_wrote_it(lora_student: Path, t
     is the distilled student (not its base)."""
     from safetensors.torch import load_file
 
-    from agentdistill.distill.grpo import evaluate_student
+    from agentdistill.distill.grpo.evaluation import evaluate_student
 
     student = shutil.copytree(lora_student, tmp_path / "moved-student")  # the adapter records the old base path
     base = student / "base"
@@ -382,7 +375,7 @@ def _snapshot(directory: Path) -> dict[Path, bytes]:
 
 def test_rl_refuses_another_runs_directory_and_foreign_files_before_loading_anything(tmp_path: Path) -> None:
     """Refused before any model loads (the policies named here do not exist) and before a byte is written."""
-    from agentdistill.distill.grpo import claim_rl_directory
+    from agentdistill.distill.grpo.train import claim_rl_directory
     from agentdistill.errors import OutputConflictError
 
     settings = tiny_settings(max_steps=1)

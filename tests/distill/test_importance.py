@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from agentdistill.distill.grpo import GRPOSettings, _grpo_config
-from agentdistill.distill.importance import AgentGRPOTrainer, affected_token_counts
+from agentdistill.distill.grpo.importance import AgentGRPOTrainer, affected_token_counts
+from agentdistill.distill.grpo.settings import GRPOSettings
+from agentdistill.distill.grpo.train import _grpo_config
 
 SAMPLED = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0]])
 """Two episodes: episode 0 has an env token at position 2, episode 1 padding at position 3."""

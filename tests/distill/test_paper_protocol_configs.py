@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentdistill.distill.sft import SFTSettings
+from agentdistill.distill.sft.settings import SFTSettings
 from agentdistill.envs.paper.prompts import PaperPrompts
 from agentdistill.experiments import ConfigError, load_experiment, run_experiment
 from agentdistill.rollouts.records import read_trajectories

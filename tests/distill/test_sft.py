@@ -15,16 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-from agentdistill.distill.launch import launch_sft
-from agentdistill.distill.sft import (
-    PreparedSFT,
-    SFTResult,
-    SFTSettings,
-    assistant_token_mask,
-    has_generation_markers,
-    prepare_sft,
-    train_sft,
-)
+from agentdistill.distill.sft.launch import launch_sft
+from agentdistill.distill.sft.masking import assistant_token_mask, has_generation_markers
+from agentdistill.distill.sft.settings import SFTResult, SFTSettings
+from agentdistill.distill.sft.train import PreparedSFT, prepare_sft, train_sft
 from agentdistill.distill.students import CHATML_TEMPLATE, IM_END, TINY, build_student, save_student, train_tokenizer
 from agentdistill.policies.base import PolicyRequest, SamplingParams
 from agentdistill.policies.hf import HFPolicy
@@ -309,7 +303,7 @@ def test_rerun_resumes_from_the_last_checkpoint(conversations: list[Conversation
 
 
 def test_full_logits_loss_is_the_models_own_causal_lm_loss() -> None:
-    from agentdistill.distill.full_logits import next_token_loss_and_metrics
+    from agentdistill.distill.sft.full_logits import next_token_loss_and_metrics
 
     tokenizer = train_tokenizer(["copy the number 12 into the code", "final_answer(12)"] * 20, vocab_size=300)
     model = build_student(tokenizer, TINY, seed=0)
@@ -329,7 +323,7 @@ def test_full_logits_loss_is_the_models_own_causal_lm_loss() -> None:
 
 
 def test_full_logits_head_trains_as_the_fused_head_does(conversations: list[Conversation], tmp_path: Path) -> None:
-    from agentdistill.distill.full_logits import FullLogitsSFTTrainer
+    from agentdistill.distill.sft.full_logits import FullLogitsSFTTrainer
 
     data = [{"messages": m} for m in conversations[:8]]
     histories = {}
@@ -365,7 +359,7 @@ def test_run_sft_refuses_another_runs_directory_before_writing_and_resumes_its_o
 ) -> None:
     from datasets import Dataset
 
-    from agentdistill.distill.launch import run_sft
+    from agentdistill.distill.sft.launch import run_sft
     from agentdistill.errors import OutputConflictError
 
     out = tmp_path / "student"
@@ -394,7 +388,7 @@ def test_run_sft_refuses_another_runs_directory_before_writing_and_resumes_its_o
 def test_run_sft_refuses_a_directory_of_other_files(conversations: list[Conversation], tmp_path: Path) -> None:
     from datasets import Dataset
 
-    from agentdistill.distill.launch import run_sft
+    from agentdistill.distill.sft.launch import run_sft
     from agentdistill.errors import OutputConflictError
 
     (tmp_path / "thesis.pdf").write_bytes(b"%PDF-1.7")
@@ -410,7 +404,7 @@ def test_checkpointing_keywords_fit_the_installed_and_older_transformers() -> No
 
     from trl import GRPOConfig, SFTConfig
 
-    from agentdistill.distill.sft import checkpointing_arguments
+    from agentdistill.distill.training import checkpointing_arguments
 
     @dataclasses.dataclass
     class OlderTrainingArguments:  # the field set of transformers < 5.23, as far as checkpointing goes

@@ -19,12 +19,14 @@ import gymnasium as gym
 import pytest
 
 import agentdistill  # noqa: F401 - registers the env ids
-from agentdistill.distill.sft_data import (
-    DROP_REASONS,
-    FilterRules,
+from agentdistill.distill.sft.paper_import import (
     import_paper_trajectories,
     load_paper_trajectories,
     paper_env_system_prompt,
+)
+from agentdistill.distill.sft.trajectories import (
+    DROP_REASONS,
+    FilterRules,
     short_system_prompt,
     trajectories_to_dataset,
 )
@@ -249,7 +251,7 @@ def test_an_empty_input_keeps_the_schema() -> None:
 
 
 def test_the_report_is_logged_not_printed(records: list[dict], caplog: pytest.LogCaptureFixture, capsys) -> None:
-    with caplog.at_level(logging.INFO, logger="agentdistill.distill.sft_data"):
+    with caplog.at_level(logging.INFO, logger="agentdistill.distill.sft.trajectories"):
         _, report = trajectories_to_dataset([_good(records)])
     assert "kept 1 of 1 episodes" in caplog.text
     assert capsys.readouterr().out == ""

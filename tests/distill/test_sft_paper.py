@@ -19,15 +19,13 @@ from typing import Any
 
 import pytest
 
-from agentdistill.distill.sft_data import (
+from agentdistill.distill.sft.paper_import import (
     PAPER_MATH_ENV_ID,
     PAPER_QA_ENV_ID,
-    FilterRules,
-    paper_student_conversations,
     released_row_conversations,
     released_row_env_id,
-    trajectories_to_dataset,
 )
+from agentdistill.distill.sft.trajectories import FilterRules, paper_student_conversations, trajectories_to_dataset
 from agentdistill.envs.paper.prompts import PaperPrompts
 from agentdistill.errors import UserError
 from tests.conftest import SHARED_DATA

@@ -160,7 +160,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_plan(tmp_path: P
 
 def test_collect_and_eval_with_the_paper_judge_keep_the_judges_verdicts(tmp_path: Path, offline: None) -> None:
     """The judge is a fake OpenAI-compatible server on 127.0.0.1 (gpt-4o-mini cannot be reached from here)."""
-    from agentdistill.distill.sft_data import trajectories_to_dataset
+    from agentdistill.distill.sft.trajectories import trajectories_to_dataset
     from tests.policies.fake_judge import judge_spec, running_fake_judge, shared_prompts_dir, verdict_json
 
     base = f"""

@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 import agentdistill  # noqa: F401 - registers the env ids
-from agentdistill.distill.launch import run_sft
-from agentdistill.distill.sft import SFTSettings, load_conversations, train_sft
-from agentdistill.distill.sft_data import trajectories_to_dataset
+from agentdistill.distill.sft.conversations import load_conversations
+from agentdistill.distill.sft.launch import run_sft
+from agentdistill.distill.sft.settings import SFTSettings
+from agentdistill.distill.sft.train import train_sft
+from agentdistill.distill.sft.trajectories import trajectories_to_dataset
 from agentdistill.policies.expert import ExpertPolicy
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 

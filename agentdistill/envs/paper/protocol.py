@@ -28,7 +28,6 @@ from agentdistill.envs.paper.prompts import PaperPrompts, authorized_imports
 from agentdistill.envs.tools.retrieval.tool import WebSearchTool
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, ToolFunction
 
-
 NO_RETRIEVER = (
     "web_search has no retriever in this env: pass retriever= (the paper's agents searched wiki-18, "
     "e.g. an `agentdistill index build` directory or a retrieval server URL)"

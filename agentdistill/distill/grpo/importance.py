@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
-from agentdistill.distill.grpo import IMPORTANCE_SAMPLING_MODES
+from agentdistill.distill.grpo.settings import IMPORTANCE_SAMPLING_MODES
 
 
 def affected_token_counts(
