@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_command(commands)
     _add_run_command(commands)
     _add_rl_command(commands)
+    _add_opd_command(commands)
     _accept_debug_anywhere(parser)
     return parser
 
@@ -379,6 +380,31 @@ def _check_env(env_id: str, env_args: Sequence[tuple[str, object]] = ()) -> None
     from agentdistill.envs.registration import check_env_arguments
 
     check_env_arguments(env_id, dict(env_args))
+
+
+def _add_opd_command(commands: argparse._SubParsersAction) -> None:
+    opd = commands.add_parser(
+        "opd",
+        help="on-policy distillation: the student acts in an env, the teacher scores its every token (TRL)",
+        description="The student plays episodes in the env; the teacher reads each one in its own context and "
+        "gives the log-probability of every token the student sampled; the student learns from the per-token "
+        "reverse KL (teacher minus student log-probability as the advantage, TRL's GRPOTrainer). Teacher and "
+        "student share a tokenizer. Held-out episodes are scored before and after; OUT loads as --policy hf:OUT. "
+        "A rerun resumes.",
+    )
+    opd.add_argument("--env", required=True, help="env id, e.g. AgentMath-Synthetic-v0")
+    opd.add_argument("--student", required=True, help="hf:DIR, the student to train (a full model or LoRA student)")
+    opd.add_argument("--teacher", required=True, metavar="SPEC",
+                     help="hf:DIR (a forward pass), vllm:MODEL (prompt_logprobs) or openai:URL#MODEL (echo + logprobs)")
+    opd.add_argument("--out", required=True, help="output directory (resumed when it holds checkpoints)")
+    opd.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (overrides the config's max_steps)")
+    opd.add_argument("--config", default=None, help="YAML of OPD settings, e.g. configs/opd/opd_cpu_tiny.yaml")
+    opd.add_argument("--num-processes", type=positive_int, default=1, help="data-parallel processes via accelerate (default: 1)")
+    opd.add_argument("--accelerate-config", default=None, help="accelerate config for --num-processes > 1")
+    opd.add_argument("--wandb-project", default=None,
+                     help="track the run in this W&B project (default: the config's, else agentdistill; offline without credentials)")
+    opd.add_argument("--no-wandb", action="store_true", help="do not track the run with W&B")
+    opd.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _check_policy(spec: str) -> None:
@@ -623,17 +649,48 @@ def _run_rl(args: argparse.Namespace) -> None:
     from agentdistill.distill.grpo.__main__ import settings_for
     from agentdistill.distill.grpo.launch import launch_grpo
     from agentdistill.distill.grpo.train import train_grpo
+    from agentdistill.distill.launch import LaunchOptions
 
     settings = settings_for(args.config, args.steps)
     settings = settings.replace(wandb_project=_wandb_project(args, settings.wandb_project))
     if args.num_processes > 1:
-        result = launch_grpo(
-            args.env, args.policy, args.out, settings=settings, num_processes=args.num_processes,
-            accelerate_config=args.accelerate_config,
-        )
+        options = LaunchOptions(num_processes=args.num_processes, accelerate_config=args.accelerate_config)
+        result = launch_grpo(args.env, args.policy, args.out, settings=settings, options=options)
     else:
         result = train_grpo(args.env, args.policy, args.out, settings, progress=not args.no_progress)
     sys.stdout.write(_rl_summary(result))
+
+
+def _run_opd(args: argparse.Namespace) -> None:
+    _check_env(args.env)
+    _check_student(args.student)
+    if args.config:
+        _check_input_file(args.config, "OPD settings file")
+    _check_output(args.out, "directory", model=True)
+    from agentdistill.distill.grpo.__main__ import settings_for
+    from agentdistill.distill.launch import LaunchOptions
+    from agentdistill.distill.opd.launch import launch_opd
+    from agentdistill.distill.opd.settings import OPDSettings
+    from agentdistill.distill.opd.train import check_teacher_spec, train_opd
+
+    check_teacher_spec(args.teacher)
+    settings = settings_for(args.config, args.steps, OPDSettings)
+    settings = settings.replace(wandb_project=_wandb_project(args, settings.wandb_project))
+    if args.num_processes > 1:
+        options = LaunchOptions(num_processes=args.num_processes, accelerate_config=args.accelerate_config)
+        result = launch_opd(args.env, args.student, args.teacher, args.out, settings=settings, options=options)
+    else:
+        result = train_opd(args.env, args.student, args.teacher, args.out, settings, progress=not args.no_progress)
+    sys.stdout.write(_rl_summary(result))
+
+
+def _check_student(spec: str) -> None:
+    """The student to train must be ``hf:DIR`` (or a hub id): a transformers model."""
+    from agentdistill.errors import UserError
+
+    if not spec.startswith("hf:"):
+        raise UserError(f"the student is the transformers model trained: give --student hf:DIR, got {spec!r}")
+    _check_policy(spec)
 
 
 def _rl_summary(result: object) -> str:
@@ -715,6 +772,7 @@ _HANDLERS: Mapping[str, Callable[[argparse.Namespace], None]] = MappingProxyType
         "distill": _run_distill,
         "run": _run_experiment,
         "rl": _run_rl,
+        "opd": _run_opd,
     }
 )
 """Each command as typed (``"index build"``, ``"rollout"``...) -> the function that runs it."""
@@ -756,7 +814,7 @@ def _interrupted(args: argparse.Namespace) -> str:
         return f"{kept} finished episodes are kept in {path}; {again} (they are not run twice)"
     if command == "eval":
         return f"finished episodes are kept in {args.out}/trajectories; {again}"
-    if command in ("distill", "rl"):
+    if command in ("distill", "rl", "opd"):
         return f"checkpoints saved so far are in {args.out}; {again} from the last one"
     if command == "index build":
         return f"finished shards are kept in {args.out}; {again}"

@@ -111,23 +111,38 @@ def load_student(
     An adapter directory given as ``source`` is loaded on its base (:func:`adapter_base`), with the adapter's
     tokenizer when it saved one. ``trainable`` leaves the adapter's weights trainable (to train it further).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from agentdistill.policies.model_source import explaining_model_load
 
-    if adapter is None and is_adapter_directory(source):
-        adapter, base = source, adapter_base(source)
-    else:
-        base = source
-    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
-    with explaining_model_load(tokenizer_source, what="tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    base, adapter = student_sources(source, adapter)
+    tokenizer = load_tokenizer(base, adapter=adapter)
     options: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     with explaining_model_load(base):
         model = AutoModelForCausalLM.from_pretrained(base, **options)
     if adapter is not None:
         model = attach_adapter(model, adapter, trainable=trainable)
     return LoadedStudent(model=model, tokenizer=tokenizer, base=base, adapter=adapter)
+
+
+def student_sources(source: str, adapter: str | None = None) -> tuple[str, str | None]:
+    """``(base, adapter)`` of a student: an adapter directory given as ``source`` stands on its base."""
+    if adapter is None and is_adapter_directory(source):
+        return adapter_base(source), source
+    return source, adapter
+
+
+def load_tokenizer(source: str, *, adapter: str | None = None) -> Any:
+    """The tokenizer of the student :func:`load_student` loads: the adapter's own when it saved one, else the
+    base's (loading only the tokenizer: cheap enough to check a pair of models before either loads)."""
+    from transformers import AutoTokenizer
+
+    from agentdistill.policies.model_source import explaining_model_load
+
+    base, adapter = student_sources(source, adapter)
+    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
+    with explaining_model_load(tokenizer_source, what="tokenizer"):
+        return AutoTokenizer.from_pretrained(tokenizer_source)
 
 
 def attach_adapter(model: Any, adapter: str, *, trainable: bool = False) -> Any:
@@ -165,7 +180,7 @@ def _student_texts(conversations: Dataset) -> list[str]:
     return [message["content"] for messages in conversations["messages"] for message in messages]
 
 
-def _load_or_build_scratch_base(
+def load_or_build_scratch_base(
     spec: str, conversations: Dataset, base_dir: Path, settings: SFTSettings, *, may_build: bool, resuming: bool
 ) -> None:
     """Make sure ``base_dir`` holds the scratch student for this spec and data (build it when allowed).

@@ -13,16 +13,17 @@ import dataclasses
 import inspect
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agentdistill.envs.registration import ENV_ENTRIES, EnvEntry, domain_of, env_entry_for
 from agentdistill.experiments.fields import Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.schema import TaskEntry
 from agentdistill.policies import PolicySpec, parse_policy_spec, policy_backend
+from agentdistill.settings import StrictSettings
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 """``name`` or ``org/name``: what a Hugging Face hub id looks like (a longer path is a local directory)."""
@@ -280,3 +281,34 @@ def count_records(path: str | os.PathLike[str]) -> int:
         return 0
     with file.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+SettingsT = TypeVar("SettingsT", bound=StrictSettings)
+
+
+def settings_converter(settings_class: type[SettingsT]) -> Callable[[Any, Location], SettingsT]:
+    """A field converter (``metadata={CONVERT: ...}``) for a training section's settings: a YAML path, or a
+    mapping of settings with an optional ``base`` path it overrides; every key is checked by ``settings_class``."""
+    what = f"{settings_class.settings_name} settings"
+
+    def read(path: Any, where: Location) -> SettingsT:
+        if not isinstance(path, str):
+            raise where.error(f"expected a path to a {what} YAML, got {path!r}")
+        check_file(path, where, what=f"{what} file")
+        try:
+            return settings_class.from_yaml(path)
+        except ValueError as error:
+            raise where.error(str(error)) from None
+
+    def convert(value: Any, where: Location) -> SettingsT:
+        if isinstance(value, str):
+            return read(value, where)
+        if not isinstance(value, Mapping):
+            raise where.error(f"expected a path to a {what} YAML or a mapping of {what}, got {value!r}")
+        base = read(value["base"], where.child("base")) if value.get("base") is not None else settings_class()
+        try:
+            return base.replace(**{key: item for key, item in value.items() if key != "base"})
+        except ValueError as error:
+            raise where.error(str(error)) from None
+
+    return convert

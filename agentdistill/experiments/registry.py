@@ -42,6 +42,7 @@ KIND_MODULES = MappingProxyType(
         "eval": "agentdistill.experiments.evaluation",
         "cot": "agentdistill.experiments.cot",
         "rl": "agentdistill.experiments.rl",
+        "opd": "agentdistill.experiments.opd",
     }
 )
 """Kind name -> the module defining its ``KIND``."""

@@ -8,44 +8,17 @@ max_steps: 10}``); either way every key is checked by :class:`~agentdistill.dist
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agentdistill.distill.grpo.settings import GRPOSettings
-from agentdistill.experiments.checks import check_file, check_model, env_entry, from_hub
+from agentdistill.experiments.checks import check_file, check_model, env_entry, from_hub, settings_converter
 from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_positive
 from agentdistill.tracking import describe_tracking
-
-
-def grpo_settings(value: Any, where: Location) -> GRPOSettings:
-    """GRPO settings from a YAML path, or from a mapping (with an optional ``base`` path it overrides)."""
-    if isinstance(value, str):
-        check_file(value, where, what="GRPO settings file")
-        try:
-            return GRPOSettings.from_yaml(value)
-        except ValueError as error:
-            raise where.error(str(error)) from None
-    if not isinstance(value, Mapping):
-        raise where.error(f"expected a path to a GRPO settings YAML or a mapping of GRPO settings, got {value!r}")
-    base = GRPOSettings()
-    if value.get("base") is not None:
-        base_path = value["base"]
-        if not isinstance(base_path, str):
-            raise where.child("base").error(f"expected a path to a GRPO settings YAML, got {base_path!r}")
-        check_file(base_path, where.child("base"), what="GRPO settings file")
-        try:
-            base = GRPOSettings.from_yaml(base_path)
-        except ValueError as error:
-            raise where.child("base").error(str(error)) from None
-    try:
-        return base.replace(**{key: item for key, item in value.items() if key != "base"})
-    except ValueError as error:
-        raise where.error(str(error)) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +29,7 @@ class RLExperiment:
     policy: str
     """``hf:DIR``: a full model directory or hub id (a LoRA SFT run's ``merged/`` directory)."""
     out: str
-    settings: GRPOSettings = field(default_factory=GRPOSettings, metadata={CONVERT: grpo_settings})
+    settings: GRPOSettings = field(default_factory=GRPOSettings, metadata={CONVERT: settings_converter(GRPOSettings)})
     num_processes: int = 1
     accelerate_config: str | None = None
     """With ``num_processes > 1`` (default: ``configs/accelerate/ddp.yaml`` on GPUs, ``cpu_2proc.yaml`` on CPU)."""
@@ -83,33 +56,51 @@ def plan(config: RLExperiment, where: Location) -> Plan:
         f"{settings.invalid_action_penalty:g}, " + (f"LoRA r={settings.lora_r}" if settings.lora else "full fine-tuning")
     )
     details.append(f"rollouts: {settings.rollout_backend}; held-out check on {settings.eval_tasks} tasks before and after")
-    if from_hub(config.env, settings.env_kwargs):
-        result.need(f"the tasks of {config.env} from the Hugging Face hub (or data_path in env_kwargs)")
+    run = EnvRun(config.env, config.out, config.num_processes, config.accelerate_config)
+    plan_env_run(result, details, config.policy, run, settings, where)
+    return result
+
+
+@dataclass(frozen=True)
+class EnvRun:
+    """Where and how a run that trains in an env (``rl``, ``opd``) runs."""
+
+    env: str
+    out: str
+    num_processes: int
+    accelerate_config: str | None
+
+
+def plan_env_run(
+    result: Plan, details: list[str], student: str, run: EnvRun, settings: GRPOSettings, where: Location
+) -> None:
+    """What every run that trains a student in an env needs and does, added to its plan: the env's data, the
+    GPU a rollout backend or a hub-sized student needs, the processes, a resume, W&B."""
+    if from_hub(run.env, settings.env_kwargs):
+        result.need(f"the tasks of {run.env} from the Hugging Face hub (or data_path in env_kwargs)")
     if settings.rollout_backend == "vllm":
         result.need("vLLM on a CUDA GPU (TRL's colocated engine generates the rollouts)")
-    elif not Path(config.policy.removeprefix("hf:")).is_dir():
+    elif not Path(student.removeprefix("hf:").split("@")[0]).is_dir():
         result.need("a CUDA GPU for a hub-sized student (CPU is practical for scratch students only)")
-    if config.num_processes > 1:
-        if config.accelerate_config is not None:
-            check_file(config.accelerate_config, where.child("accelerate_config"), what="accelerate config")
-        details.append(f"{config.num_processes} processes through accelerate")
-    if list(Path(config.out).glob("checkpoint-*")):
-        details.append(f"resumes from the last checkpoint in {config.out}")
-    details.append(describe_tracking(settings.wandb_project, config.out))
-    return result
+    if run.num_processes > 1:
+        if run.accelerate_config is not None:
+            check_file(run.accelerate_config, where.child("accelerate_config"), what="accelerate config")
+        details.append(f"{run.num_processes} processes through accelerate")
+    if list(Path(run.out).glob("checkpoint-*")):
+        details.append(f"resumes from the last checkpoint in {run.out}")
+    details.append(describe_tracking(settings.wandb_project, run.out))
 
 
 def run(config: RLExperiment, where: Location, write: Callable[[str], None]) -> None:
     from agentdistill.distill.grpo.launch import launch_grpo
     from agentdistill.distill.grpo.train import train_grpo
+    from agentdistill.distill.launch import LaunchOptions
     from agentdistill.tracking import default_project
 
     settings = config.settings.replace(wandb_project=default_project(config.settings.wandb_project))
     if config.num_processes > 1:
-        result = launch_grpo(
-            config.env, config.policy, config.out, settings=settings, num_processes=config.num_processes,
-            accelerate_config=config.accelerate_config,
-        )
+        options = LaunchOptions(num_processes=config.num_processes, accelerate_config=config.accelerate_config)
+        result = launch_grpo(config.env, config.policy, config.out, settings=settings, options=options)
     else:
         result = train_grpo(config.env, config.policy, config.out, settings)
     write(f"student written to {config.out}; load it with --policy hf:{config.out}\n{result}\n")

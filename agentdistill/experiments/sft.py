@@ -16,14 +16,14 @@ for students, call ids kept and the final-answer calls of episodes that ran out 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from agentdistill.distill.sft.settings import SFTSettings
 from agentdistill.envs.paper import ProtocolName
-from agentdistill.experiments.checks import check_file, check_model, count_records
+from agentdistill.experiments.checks import check_file, check_model, count_records, settings_converter
 from agentdistill.experiments.fields import CONVERT, Location
 from agentdistill.experiments.plan import Plan
 from agentdistill.experiments.protocol import check_protocol, describe_prompts_dir
@@ -32,40 +32,13 @@ from agentdistill.experiments.schema import check_positive
 from agentdistill.tracking import describe_tracking
 
 
-def sft_settings(value: Any, where: Location) -> SFTSettings:
-    """SFT settings from a YAML path, or from a mapping (with an optional ``base`` path it overrides)."""
-    if isinstance(value, str):
-        check_file(value, where, what="SFT settings file")
-        try:
-            return SFTSettings.from_yaml(value)
-        except ValueError as error:
-            raise where.error(str(error)) from None
-    if not isinstance(value, Mapping):
-        raise where.error(f"expected a path to an SFT settings YAML or a mapping of SFT settings, got {value!r}")
-    changes = {key: item for key, item in value.items() if key != "base"}
-    base = SFTSettings()
-    if value.get("base") is not None:
-        base_path = value["base"]
-        if not isinstance(base_path, str):
-            raise where.child("base").error(f"expected a path to an SFT settings YAML, got {base_path!r}")
-        check_file(base_path, where.child("base"), what="SFT settings file")
-        try:
-            base = SFTSettings.from_yaml(base_path)
-        except ValueError as error:
-            raise where.child("base").error(str(error)) from None
-    try:
-        return base.replace(**changes)
-    except ValueError as error:
-        raise where.error(str(error)) from None
-
-
 @dataclass(frozen=True, kw_only=True)
 class TrainSection:
     """Who is trained and how: the student, its SFT settings, and the processes to train in."""
 
     student: str
     """A hub id (``Qwen/Qwen2.5-1.5B-Instruct``), a local model directory, or ``scratch:tiny`` / ``scratch:small``."""
-    settings: SFTSettings = field(default_factory=SFTSettings, metadata={CONVERT: sft_settings})
+    settings: SFTSettings = field(default_factory=SFTSettings, metadata={CONVERT: settings_converter(SFTSettings)})
     num_processes: int = 1
     accelerate_config: str | None = None
     """With ``num_processes > 1`` (default: ``configs/accelerate/ddp.yaml`` on GPUs, ``cpu_2proc.yaml`` on CPU)."""

@@ -25,13 +25,14 @@ from agentdistill.distill.grpo.launch import launch_grpo
 from agentdistill.distill.grpo.rollouts import EnvRollouts, task_dataset, task_groups, task_prompt
 from agentdistill.distill.grpo.settings import GRPOResult, GRPOSettings
 from agentdistill.distill.grpo.train import train_grpo
-from agentdistill.distill.students import TINY, build_student, save_student, train_tokenizer
+from agentdistill.distill.launch import LaunchOptions
 from agentdistill.policies import make_policy
 from agentdistill.policies.base import PolicyRequest, SamplingParams
 from agentdistill.policies.hf import HFPolicy
 from agentdistill.rollouts.figures import episode_reward, paired_gain
 from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import TrajectoryWriter, read_trajectories
+from tests.distill.memorised import memorise_expert_episode
 
 ENV_ID = "AgentMath-Synthetic-v0"
 REPO = Path(__file__).resolve().parents[2]
@@ -48,29 +49,8 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def memorised_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TINY student trained (assistant tokens only) on the expert's episode of task 0, short prompt."""
-    base = tmp_path_factory.mktemp("memorised")
-    envs = make_rollout_envs(ENV_ID, 1, max_steps=3, prompt_variant="short")
-    try:
-        run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=[0], out=str(base / "t.jsonl"), progress=False)
-    finally:
-        envs.close()
-    messages = next(read_trajectories(base / "t.jsonl"))["messages"]
-    tokenizer = train_tokenizer([message["content"] for message in messages], vocab_size=600, min_frequency=1)
-    model = build_student(tokenizer, TINY, seed=0)
-    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    input_ids = torch.tensor([encoded["input_ids"]])
-    labels = input_ids.clone()
-    labels[torch.tensor([encoded["assistant_masks"]]) == 0] = -100
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    model.train()
-    for _ in range(120):
-        model(input_ids=input_ids, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    out = base / "student"
-    save_student(model.eval(), tokenizer, out)
-    return out
+    directory, _, _ = memorise_expert_episode(tmp_path_factory.mktemp("memorised"), ENV_ID, {"max_steps": 3, "prompt_variant": "short"})
+    return directory
 
 
 def tiny_settings(**changes: Any) -> GRPOSettings:
@@ -389,7 +369,7 @@ def test_rl_refuses_another_runs_directory_and_foreign_files_before_loading_anyt
          "policy: 'hf:students/first' before, 'hf:students/other' now"),
         (lambda: train_grpo("AgentQA-Synthetic-v0", "hf:students/first", out, settings, progress=False),
          f"env_id: '{ENV_ID}' before, 'AgentQA-Synthetic-v0' now"),
-        (lambda: launch_grpo(ENV_ID, "hf:students/first", out, settings=settings.replace(temperature=0.7), cpu=True),
+        (lambda: launch_grpo(ENV_ID, "hf:students/first", out, settings=settings.replace(temperature=0.7), options=LaunchOptions(cpu=True)),
          "temperature: 1.0 before, 0.7 now"),
     )
     for attempt, difference in attempts:
@@ -408,10 +388,8 @@ def test_rl_refuses_another_runs_directory_and_foreign_files_before_loading_anyt
 def test_launch_runs_two_cpu_processes_and_shares_the_evaluation(memorised_student: Path, tmp_path: Path) -> None:
     out = tmp_path / "rl2"
     settings = tiny_settings(max_steps=1, num_envs=2, train_tasks=2, eval_tasks=3)
-    result = launch_grpo(
-        ENV_ID, f"hf:{memorised_student}", out, settings=settings, num_processes=2, log_path=tmp_path / "launch.log",
-        timeout=600,
-    )
+    options = LaunchOptions(num_processes=2, log_path=tmp_path / "launch.log", timeout=600)
+    result = launch_grpo(ENV_ID, f"hf:{memorised_student}", out, settings=settings, options=options)
     ranks = sorted(json.loads(path.read_text())["world_size"] for path in (out / "ranks").glob("rank-*.json"))
     assert ranks == [2, 2]
     assert result.world_size == 2 and result.global_step == 1

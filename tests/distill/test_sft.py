@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from agentdistill.distill.launch import LaunchOptions
 from agentdistill.distill.sft.launch import launch_sft
 from agentdistill.distill.sft.masking import assistant_token_mask, has_generation_markers
 from agentdistill.distill.sft.settings import SFTResult, SFTSettings
@@ -217,10 +218,7 @@ def test_launch_runs_two_cpu_processes_with_gloo(
         "scratch:tiny",
         out,
         settings=settings,
-        num_processes=2,
-        cpu=True,
-        log_path=tmp_path / "launch.log",
-        timeout=300,
+        options=LaunchOptions(num_processes=2, cpu=True, log_path=tmp_path / "launch.log", timeout=300),
     )
     records = sorted(
         (json.loads(path.read_text()) for path in (out / "ranks").glob("rank-*.json")), key=lambda r: r["rank"]
@@ -378,7 +376,7 @@ def test_run_sft_refuses_another_runs_directory_before_writing_and_resumes_its_o
             run_sft(dataset, student, out, settings=changed)
         assert _snapshot(out) == kept, "nothing of the first run was touched, no sft_data.jsonl rewritten"
     with pytest.raises(OutputConflictError, match=r"holds another `agentdistill distill` run \(data_sha256: "):
-        launch_sft(other_data, "scratch:tiny", out, settings=settings, num_processes=2, cpu=True)  # before launching
+        launch_sft(other_data, "scratch:tiny", out, settings=settings, options=LaunchOptions(cpu=True))  # before launching
     assert _snapshot(out) == kept
     # the same run with a larger step budget resumes its own checkpoint
     resumed = run_sft(data, "scratch:tiny", out, settings=settings.replace(max_steps=3))

@@ -9,10 +9,13 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from typing import TypeVar
 
 from agentdistill.distill.grpo.launch import GRPO_MODULE
 from agentdistill.distill.grpo.settings import GRPOSettings
 from agentdistill.distill.grpo.train import train_grpo
+
+SettingsT = TypeVar("SettingsT", bound=GRPOSettings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_for(config: str | os.PathLike[str] | None, steps: int | None) -> GRPOSettings:
+def settings_for(
+    config: str | os.PathLike[str] | None, steps: int | None, settings_class: type[SettingsT] = GRPOSettings
+) -> SettingsT:
     """The settings a command line asks for: the YAML (or the defaults), then ``--steps``."""
-    settings = GRPOSettings.from_yaml(config) if config else GRPOSettings()
+    settings = settings_class.from_yaml(config) if config else settings_class()
     return settings.replace(max_steps=steps) if steps is not None else settings
 
 

@@ -129,7 +129,7 @@ def _task_ranges(tasks: Sequence[int]) -> str:
     return f"{tasks[0]}-{tasks[-1]}" if tasks else "none"
 
 
-def _sharded_weights(trainer: Any) -> bool:
+def sharded_weights(trainer: Any) -> bool:
     """Whether the trained weights are split over the processes (DeepSpeed ZeRO-3, FSDP): generating then
     needs every process in every forward pass, which an evaluation of a slice of tasks per process cannot give."""
     if getattr(trainer, "is_fsdp_enabled", False):
@@ -158,7 +158,7 @@ def _evaluate_model(
         model.train(was_training)
 
 
-def _before_and_gain(
+def before_and_gain(
     out: Path, settings: GRPOSettings, before: EpisodeFigures | None
 ) -> tuple[EpisodeFigures | None, PairedGain | None]:
     """The figures before training (read back from ``eval_before.jsonl`` when a resumed run did not compute

@@ -65,6 +65,11 @@ class EnvRollouts:
         self._policy_model: Any = None
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        return self.batch(self.play(prompts, trainer), eos_token_id=self.eos_token_id(trainer))
+
+    def play(self, prompts: list[Any], trainer: Any) -> list[dict[str, Any]]:
+        """The episodes of ``prompts`` (``group_size`` per task) played with the weights being trained, in prompt
+        order."""
         from agentdistill.policies.base import SamplingParams
         from agentdistill.rollouts.loop import run_rollouts
 
@@ -98,8 +103,12 @@ class EnvRollouts:
         records = {(record["task_index"], record["sample"]): record for record in read_trajectories(path)}
         if not self.settings.keep_rollouts:
             path.unlink(missing_ok=True)
-        ordered = [records[(task, sample)] for task in tasks for sample in range(group_size)]
-        return self.batch(ordered, eos_token_id=_eos_id(trainer.processing_class))
+        return [records[(task, sample)] for task in tasks for sample in range(group_size)]
+
+    @staticmethod
+    def eos_token_id(trainer: Any) -> int:
+        """The end-of-sequence id appended to an episode that ended normally (see :meth:`batch`)."""
+        return _eos_id(trainer.processing_class)
 
     def batch(self, records: Sequence[Mapping[str, Any]], *, eos_token_id: int) -> dict[str, Any]:
         """The ``rollout_func`` output for ``records`` (in prompt order): ids, masks, logprobs, rewards."""

@@ -7,10 +7,12 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentdistill.distill.grpo.evaluation import _before_and_gain, _sharded_weights, evaluate_on_ranks
+from agentdistill.distill.grpo.evaluation import before_and_gain, evaluate_on_ranks, sharded_weights
 from agentdistill.distill.grpo.rollouts import EnvRollouts, environment_reward, task_dataset
 from agentdistill.distill.grpo.settings import (
     EVAL_AFTER_FILENAME,
@@ -31,15 +33,64 @@ from agentdistill.tracking import training_wandb_run
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EnvAlgorithm:
+    """What an algorithm that trains a student acting in an env on TRL's GRPO trainer brings of its own; the rest
+    of a run (start model, tasks, held-out evaluation before and after, checkpoints, W&B, the result file) is
+    :func:`train_in_env`'s. GRPO itself is :data:`GRPO`; on-policy distillation is another
+    (:func:`agentdistill.distill.opd.train.opd_algorithm`).
+
+    Attributes:
+        name: the W&B config key and what logs call the run (``"grpo"``).
+        command: the command its run directories are claimed for (``"rl"``): another command's are refused.
+        settings_filename, result_filename: where the settings and the result go in the output directory.
+        make_rollouts: ``(env_id, settings, out_dir)`` to TRL's ``rollout_func`` (an :class:`EnvRollouts`).
+        trainer_class: returns the trainer class (imported when called: TRL and torch load only to train).
+        identity: more of a run's identity beyond env, start model and settings (OPD: the teacher).
+        result_class: the result written (:class:`GRPOResult` or a subclass).
+        result_extras: the log history to the fields ``result_class`` adds to :class:`GRPOResult`'s.
+    """
+
+    name: str
+    command: str
+    settings_filename: str
+    result_filename: str
+    make_rollouts: Callable[[str, Any, Path], EnvRollouts]
+    trainer_class: Callable[[], type]
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    result_class: type[GRPOResult] = GRPOResult
+    result_extras: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]] = lambda history: {}
+
+
+def _grpo_trainer_class() -> type:
+    from agentdistill.distill.grpo.importance import AgentGRPOTrainer
+
+    return AgentGRPOTrainer
+
+
+GRPO = EnvAlgorithm(
+    name="grpo", command="rl", settings_filename=SETTINGS_FILENAME, result_filename=RESULT_FILENAME,
+    make_rollouts=EnvRollouts, trainer_class=_grpo_trainer_class,
+)
+"""GRPO: the env's score is the reward (:class:`EnvRollouts`, TRL's trainer with importance-sampling figures)."""
+
+
+def claim_env_directory(
+    out_dir: str | os.PathLike[str], env_id: str, policy_spec: str, settings: GRPOSettings, algorithm: EnvAlgorithm
+) -> RunDirectory:
+    """Make ``out_dir`` this run's directory or resume it; another run's directory (other algorithm, env, start
+    policy, settings or ``algorithm.identity``), or one holding other files, is refused before anything is written
+    (:func:`agentdistill.runs.claim_run_directory`). Called once, by the process that launches training: the
+    ranks of a launch share one claim."""
+    identity = {"env_id": env_id, "policy": policy_spec, **algorithm.identity, **settings.to_dict()}
+    return claim_run_directory(out_dir, command=algorithm.command, identity=identity, may_change=RESUMABLE_SETTINGS)
+
+
 def claim_rl_directory(
     out_dir: str | os.PathLike[str], env_id: str, policy_spec: str, settings: GRPOSettings
 ) -> RunDirectory:
-    """Make ``out_dir`` this GRPO run's directory or resume it; another run's directory (other env, start
-    policy or settings), or one holding other files, is refused before anything is written
-    (:func:`agentdistill.runs.claim_run_directory`). Called once, by the process that launches training:
-    the ranks of a launch share one claim."""
-    identity = {"env_id": env_id, "policy": policy_spec, **settings.to_dict()}
-    return claim_run_directory(out_dir, command="rl", identity=identity, may_change=RESUMABLE_SETTINGS)
+    """:func:`claim_env_directory` for a GRPO run."""
+    return claim_env_directory(out_dir, env_id, policy_spec, settings, GRPO)
 
 
 def train_grpo(
@@ -51,27 +102,48 @@ def train_grpo(
     progress: bool = True,
     claim_directory: bool = True,
 ) -> GRPOResult:
-    """Train ``policy_spec`` (``hf:DIR``) with GRPO in ``env_id`` and save it to ``out_dir`` (module docstring).
+    """Train ``policy_spec`` (``hf:DIR``) with GRPO in ``env_id`` and save it to ``out_dir`` (package docstring).
 
     Resumes from the last ``out_dir/checkpoint-N`` of the same run; another run's directory is refused
     (:func:`claim_rl_directory`). Under ``accelerate launch`` every process calls this with
     ``claim_directory=False`` (the launcher holds the claim); every process plays its slice of the held-out
     evaluation (:func:`evaluate_on_ranks`), the main one writes the model, the result and the W&B run.
     """
-    settings = settings or GRPOSettings()
-    claim = claim_rl_directory(out_dir, env_id, policy_spec, settings) if claim_directory else None
+    return train_in_env(
+        env_id, policy_spec, out_dir, settings or GRPOSettings(), GRPO, progress=progress,
+        claim_directory=claim_directory,
+    )
+
+
+def train_in_env(
+    env_id: str,
+    policy_spec: str,
+    out_dir: str | os.PathLike[str],
+    settings: GRPOSettings,
+    algorithm: EnvAlgorithm,
+    *,
+    progress: bool = True,
+    claim_directory: bool = True,
+) -> GRPOResult:
+    """Train ``policy_spec`` acting in ``env_id`` with ``algorithm`` into ``out_dir``, claimed first unless the
+    launcher holds the claim (``claim_directory=False``); see :func:`train_grpo`."""
+    claim = claim_env_directory(out_dir, env_id, policy_spec, settings, algorithm) if claim_directory else None
     try:
-        return _train_grpo(env_id, policy_spec, out_dir, settings, progress=progress)
+        return _train_in_env(env_id, policy_spec, out_dir, settings, algorithm, progress=progress)
     finally:
         if claim is not None:
             claim.release()
 
 
-def _train_grpo(
-    env_id: str, policy_spec: str, out_dir: str | os.PathLike[str], settings: GRPOSettings, *, progress: bool
+def _train_in_env(
+    env_id: str,
+    policy_spec: str,
+    out_dir: str | os.PathLike[str],
+    settings: GRPOSettings,
+    algorithm: EnvAlgorithm,
+    *,
+    progress: bool,
 ) -> GRPOResult:
-    from agentdistill.distill.grpo.importance import AgentGRPOTrainer
-
     started = time.perf_counter()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -99,12 +171,12 @@ def _train_grpo(
     if settings.eval_tasks and resume_from is None:
         before = evaluate_on_ranks(model, tokenizer, env_id, settings, out / EVAL_BEFORE_FILENAME, progress=progress)
     if is_main:
-        settings.to_yaml(out / SETTINGS_FILENAME)
+        settings.to_yaml(out / algorithm.settings_filename)
 
-    rollouts = EnvRollouts(env_id, settings, out)
+    rollouts = algorithm.make_rollouts(env_id, settings, out)
     recorder = RankRecorder()
     with _quiet_experimental_warning():
-        trainer = AgentGRPOTrainer(
+        trainer = algorithm.trainer_class()(
             model=model,
             reward_funcs=[environment_reward],
             args=config,
@@ -114,7 +186,10 @@ def _train_grpo(
             rollout_func=rollouts,
             callbacks=[recorder],
         )
-    wandb_config = {"grpo": settings.to_dict(), "env_id": env_id, "policy": policy_spec, "start": start.start}
+    wandb_config = {
+        algorithm.name: settings.to_dict(), "env_id": env_id, "policy": policy_spec, **algorithm.identity,
+        "start": start.start,
+    }
     name = settings.wandb_run_name or out.name
     with training_wandb_run(settings.wandb_project, out, wandb_config, name=name, enabled=is_main) as wandb_run:
         try:
@@ -126,7 +201,7 @@ def _train_grpo(
             tokenizer.save_pretrained(str(out))
         trainer.accelerator.wait_for_everyone()
         after, gain = None, None
-        if settings.eval_tasks and _sharded_weights(trainer):
+        if settings.eval_tasks and sharded_weights(trainer):
             logger.warning(
                 "the held-out evaluation after training is skipped: the trained weights are sharded over the "
                 "processes (ZeRO-3 or FSDP); evaluate the saved model with `agentdistill eval --policy hf:%s`", out
@@ -135,9 +210,9 @@ def _train_grpo(
             trained = trainer.accelerator.unwrap_model(trainer.model)
             after = evaluate_on_ranks(trained, tokenizer, env_id, settings, out / EVAL_AFTER_FILENAME, progress=progress)
             if is_main:
-                before, gain = _before_and_gain(out, settings, before)
+                before, gain = before_and_gain(out, settings, before)
         history = trainer.state.log_history
-        result = GRPOResult(
+        result = algorithm.result_class(
             out_dir=str(out),
             start_model=start.source,
             start=start.start,
@@ -151,11 +226,12 @@ def _train_grpo(
             wandb_dir=str(out / "wandb") if wandb_run is not None else None,
             runtime_seconds=time.perf_counter() - started,
             reward_gain=gain,
+            **algorithm.result_extras(history),
         )
         if wandb_run is not None:
             _summarize_in_wandb(wandb_run, result)
     if is_main:
-        result.to_json(out / RESULT_FILENAME)
+        result.to_json(out / algorithm.result_filename)
     recorder.write(out / RANKS_DIRNAME, wrote_output=config.should_save)
     trainer.accelerator.wait_for_everyone()
     return result

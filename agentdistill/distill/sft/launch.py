@@ -41,26 +41,16 @@ def launch_sft(
     *,
     settings: SFTSettings | None = None,
     config: str | os.PathLike[str] | None = None,
-    num_processes: int = 2,
-    accelerate_config: str | os.PathLike[str] | None = None,
-    cpu: bool | None = None,
     merge: bool = False,
-    main_process_port: int | None = None,
-    env: Mapping[str, str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-    timeout: float | None = None,
+    options: LaunchOptions | None = None,
 ) -> SFTResult:
-    """Train in ``num_processes`` processes and return the main process's :class:`SFTResult`.
+    """Train in ``options.num_processes`` processes and return the main process's :class:`SFTResult`.
 
     Args:
         dataset: conversations (a ``Dataset`` or rows with ``messages``, written to a temporary directory for
             the workers), or the path of a ``save_to_disk`` directory / JSONL file.
         settings / config: the SFT settings, as an object or a YAML path (not both; neither: the paper's).
-        accelerate_config: an accelerate config file (default: :func:`default_accelerate_config`).
-        cpu: train on CPU (default: when no GPU is visible).
-        main_process_port: rendezvous port (default: the config's; the shipped configs pick a free one).
-        env: extra environment variables for the workers.
-        log_path: where the workers' stdout and stderr go (default: this process's).
+        options: how the processes start (:class:`~agentdistill.distill.launch.LaunchOptions`; default: two).
 
     Raises:
         RuntimeError: the launch failed, or fewer than ``num_processes`` ranks trained in one group.
@@ -71,10 +61,7 @@ def launch_sft(
     resolved = settings if settings is not None else (SFTSettings.from_yaml(config) if config is not None else SFTSettings())
     from_file = isinstance(dataset, (str, os.PathLike))
     rows = load_conversations(dataset) if from_file else as_conversations(dataset)
-    options = LaunchOptions(
-        num_processes=num_processes, accelerate_config=accelerate_config, cpu=cpu,
-        main_process_port=main_process_port, env=env, log_path=log_path, timeout=timeout,
-    )
+    options = options or LaunchOptions()
     with claim_sft_directory(out_dir, conversations_digest(rows), student, resolved, merge=merge):
         return _launch_sft(dataset if from_file else rows, student, out_dir, settings=resolved, merge=merge, options=options)
 

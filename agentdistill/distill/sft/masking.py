@@ -26,10 +26,10 @@ def assistant_token_mask(tokenizer: PreTrainedTokenizerBase, messages: Sequence[
     Those are the assistant turns' contents and the end-of-turn token closing each (see the module docstring
     for how templates with and without generation markers are handled).
     """
-    return _tokenize_with_mask(tokenizer, messages)[1]
+    return tokenize_with_mask(tokenizer, messages)[1]
 
 
-def _tokenize_with_mask(
+def tokenize_with_mask(
     tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]]
 ) -> tuple[list[int], list[int]]:
     conversation = [dict(message) for message in messages]
@@ -78,9 +78,9 @@ def _assistant_spans(
     return text, spans
 
 
-def _pretokenize(conversations: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+def pretokenize(conversations: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
     def encode(row: dict[str, Any]) -> dict[str, list[int]]:
-        input_ids, mask = _tokenize_with_mask(tokenizer, row["messages"])
+        input_ids, mask = tokenize_with_mask(tokenizer, row["messages"])
         return {"input_ids": input_ids, "assistant_masks": mask}
 
     return conversations.map(encode, remove_columns=conversations.column_names, desc="Masking assistant turns")

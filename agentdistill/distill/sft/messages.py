@@ -10,14 +10,15 @@ from collections.abc import Sequence
 Message = dict[str, str]
 
 
-_REFERENCE = re.compile(r"<reference>.*?</reference>", re.DOTALL)
+REFERENCE_HINT = re.compile(r"<reference>.*?</reference>", re.DOTALL)
+"""A ``<reference>`` hint in a task turn, which the paper's preprocessing cuts before training."""
 
 
-def _calls_final_answer(message: Message) -> bool:
+def calls_final_answer(message: Message) -> bool:
     return "final_answer(" in message["content"]
 
 
-def _check_paper_structure(messages: Sequence[Message]) -> None:
+def check_paper_structure(messages: Sequence[Message]) -> None:
     roles = [message["role"] for message in messages]
     if len(roles) < 3 or roles[:2] != ["system", "user"] or roles[-1] != "assistant":
         raise ValueError(f"a conversation must be system, task, ..., assistant; got {roles}")
@@ -26,7 +27,7 @@ def _check_paper_structure(messages: Sequence[Message]) -> None:
         raise ValueError(f"a conversation has one system turn, then user and assistant turns; got {roles}")
 
 
-def _join_same_roles(messages: Sequence[Message]) -> list[Message]:
+def join_same_roles(messages: Sequence[Message]) -> list[Message]:
     """Runs of turns of one role joined into one turn, their texts concatenated with no separator (as the
     paper's ``clean_messages`` does)."""
     joined: list[Message] = []
@@ -38,12 +39,12 @@ def _join_same_roles(messages: Sequence[Message]) -> list[Message]:
     return joined
 
 
-def _paper_clean(messages: Sequence[Message]) -> list[Message]:
+def paper_clean(messages: Sequence[Message]) -> list[Message]:
     """The paper's ``clean_messages`` after its role clean-up: join same-role runs, cut ``<reference>`` hints
     from the task turn, drop one trailing user turn."""
-    joined = _join_same_roles(messages)
+    joined = join_same_roles(messages)
     if len(joined) > 1:
-        joined[1] = {"role": joined[1]["role"], "content": _REFERENCE.sub("", joined[1]["content"])}
+        joined[1] = {"role": joined[1]["role"], "content": REFERENCE_HINT.sub("", joined[1]["content"])}
     if joined and joined[-1]["role"] == "user":
         joined.pop()
     return joined

@@ -11,12 +11,12 @@ from types import MappingProxyType
 from typing import Any
 
 from agentdistill.distill.sft.messages import (
-    _REFERENCE,
+    REFERENCE_HINT,
     Message,
-    _calls_final_answer,
-    _check_paper_structure,
-    _join_same_roles,
-    _paper_clean,
+    calls_final_answer,
+    check_paper_structure,
+    join_same_roles,
+    paper_clean,
 )
 from agentdistill.envs.imports import MATH_IMPORTS, STDLIB_IMPORTS
 from agentdistill.envs.prompts import (
@@ -28,7 +28,8 @@ from agentdistill.envs.prompts import (
 )
 from agentdistill.envs.registration import domain_of
 
-_RELEASED_KEYS = ("question", "log_data")
+RELEASED_KEYS = ("question", "log_data")
+"""Keys every row of the paper's released trajectories has (how such a row is recognised)."""
 
 
 PAPER_HUB_IDS: tuple[str, ...] = (
@@ -78,7 +79,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)")
 def is_released_row(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` is a row of the paper's released trajectories (it has a ``question`` and a ``log_data``
     field, which no record of this package has)."""
-    return all(key in row for key in _RELEASED_KEYS)
+    return all(key in row for key in RELEASED_KEYS)
 
 
 def released_row_env_id(row: Mapping[str, Any]) -> str:
@@ -166,12 +167,12 @@ def released_row_conversations(row: Mapping[str, Any], system_prompt: str | None
     log_data, problem = _paper_log(row)
     if log_data is None:
         raise ValueError(problem)
-    main = _paper_clean(_smolagents_chat(log_data["messages"]))
+    main = paper_clean(_smolagents_chat(log_data["messages"]))
     if system_prompt is not None and main:
         main[0] = {"role": "system", "content": system_prompt}
-    conversations = [main, *(_paper_clean(_smolagents_chat(raw)) for raw in _memory_conversations(log_data))]
+    conversations = [main, *(paper_clean(_smolagents_chat(raw)) for raw in _memory_conversations(log_data))]
     for conversation in conversations:
-        _check_paper_structure(conversation)
+        check_paper_structure(conversation)
     return conversations
 
 
@@ -199,7 +200,7 @@ def _smolagents_chat(raw: Any) -> list[Message]:
             continue
         role = "user" if role == "tool-response" else role
         chat.append({"role": role, "content": _first_text(item.get("content"))})
-    return _join_same_roles(chat)
+    return join_same_roles(chat)
 
 
 def _first_text(content: Any) -> str:
@@ -244,7 +245,7 @@ def import_paper_trajectories(
         One record per row, in order; a row without a usable log becomes a record with ``failed`` set,
         so the filter counts it.
     """
-    return [_import_row(row, index, env_id, system_prompt) for index, row in enumerate(rows_or_dataset)]
+    return [import_row(row, index, env_id, system_prompt) for index, row in enumerate(rows_or_dataset)]
 
 
 def paper_env_system_prompt(env_id: str) -> str:
@@ -261,7 +262,7 @@ def paper_env_system_prompt(env_id: str) -> str:
     return build_system_prompt(tools, variant="full", examples=examples, allowed_imports=imports)
 
 
-def _import_row(row: Mapping[str, Any], index: int, env_id: str | None, system_prompt: str | None) -> dict[str, Any]:
+def import_row(row: Mapping[str, Any], index: int, env_id: str | None, system_prompt: str | None) -> dict[str, Any]:
     question = _text(row.get("question")) or None
     chosen_env = env_id or released_row_env_id(row)
     base = {
@@ -292,7 +293,7 @@ def _import_row(row: Mapping[str, Any], index: int, env_id: str | None, system_p
         messages[0] = {"role": "system", "content": system_prompt or paper_env_system_prompt(chosen_env)}
     if len(messages) > 1 and messages[1]["role"] == "user":
         messages[1] = {"role": "user", "content": _task_turn(messages[1]["content"], question)}
-    terminated = bool(assistants) and _calls_final_answer(assistants[-1])
+    terminated = bool(assistants) and calls_final_answer(assistants[-1])
     return {
         **base,
         "messages": messages,
@@ -366,7 +367,7 @@ def _paper_steps(messages: Sequence[Message]) -> list[dict[str, Any]]:
 def _task_turn(content: str, question: str | None) -> str:
     if question is not None:
         return f"Task: {question}"
-    cleaned = _TEACHER_INSTRUCTION.sub("", _REFERENCE.sub("", _NEW_TASK.sub("", content)))
+    cleaned = _TEACHER_INSTRUCTION.sub("", REFERENCE_HINT.sub("", _NEW_TASK.sub("", content)))
     return f"Task: {cleaned.strip()}"
 
 

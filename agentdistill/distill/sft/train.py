@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from agentdistill.distill.launch import RANKS_DIRNAME
-from agentdistill.distill.loading import BASE_DIRNAME, SCRATCH_PREFIX, _load_or_build_scratch_base, resolve_student
+from agentdistill.distill.loading import BASE_DIRNAME, SCRATCH_PREFIX, load_or_build_scratch_base, resolve_student
 from agentdistill.distill.sft.conversations import as_conversations
-from agentdistill.distill.sft.masking import _pretokenize, _tokenize_with_mask, has_generation_markers
+from agentdistill.distill.sft.masking import has_generation_markers, pretokenize, tokenize_with_mask
 from agentdistill.distill.sft.settings import (
     MERGED_DIRNAME,
     RESULT_FILENAME,
@@ -80,7 +80,7 @@ def prepare_sft(
     if student_spec.startswith(SCRATCH_PREFIX):
         base_dir = out / BASE_DIRNAME
         with args.main_process_first(local=False, desc="building the scratch student"):
-            _load_or_build_scratch_base(
+            load_or_build_scratch_base(
                 student_spec,
                 conversations,
                 base_dir,
@@ -103,7 +103,7 @@ def prepare_sft(
         masking, train_dataset = "template", conversations
         args.assistant_only_loss = True
     else:
-        masking, train_dataset = "offsets", _pretokenize(conversations, tokenizer)
+        masking, train_dataset = "offsets", pretokenize(conversations, tokenizer)
         args.assistant_only_loss = False  # TRL builds the labels from our assistant_masks column
     logger.info("assistant-only loss via %s masking; %d conversations", masking, len(conversations))
 
@@ -306,7 +306,7 @@ def _log_samples(run: Any, prepared: PreparedSFT, count: int) -> None:
     table = wandb.Table(columns=["index", "messages", "tokens", "trained_tokens", "conversation", "trained_text"])
     for index in range(min(count, len(prepared.conversations))):
         messages = prepared.conversations[index]["messages"]
-        input_ids, mask = _tokenize_with_mask(tokenizer, messages)
+        input_ids, mask = tokenize_with_mask(tokenizer, messages)
         trained = [token for token, bit in zip(input_ids, mask) if bit]
         table.add_data(
             index,

@@ -48,10 +48,10 @@ from typing import Any, Literal
 
 import datasets
 
-from agentdistill.distill.sft.messages import Message, _calls_final_answer, _check_paper_structure, _paper_clean
+from agentdistill.distill.sft.messages import Message, calls_final_answer, check_paper_structure, paper_clean
 from agentdistill.distill.sft.paper_import import (
-    _RELEASED_KEYS,
-    _import_row,
+    RELEASED_KEYS,
+    import_row,
     is_released_row,
     released_row_conversations,
     released_row_record,
@@ -328,7 +328,7 @@ def _student_or_reason(record: Record, variant: PromptVariant, rules: FilterRule
     except (ValueError, TypeError) as error:
         logger.debug("dropping task %s of %s: %s", record.get("task_id"), record.get("env_id"), error)
         return [], "malformed"
-    if not _calls_final_answer(messages[-1]):
+    if not calls_final_answer(messages[-1]):
         return [], "no_final_answer"
     return messages, None
 
@@ -347,7 +347,7 @@ def paper_student_conversations(record: Record, system_prompt: str | None) -> li
         ValueError: a conversation is not system, task, then turns ending on an assistant turn.
         TypeError: a turn's content is not text.
     """
-    main = _paper_clean([_plain_message(message) for message in record.get("messages") or []])
+    main = paper_clean([_plain_message(message) for message in record.get("messages") or []])
     if system_prompt is not None and main:
         main[0] = {"role": "system", "content": system_prompt}
     conversations = [main]
@@ -355,7 +355,7 @@ def paper_student_conversations(record: Record, system_prompt: str | None) -> li
     if call is not None:
         conversations.append(_final_answer_conversation(call))
     for conversation in conversations:
-        _check_paper_structure(conversation)
+        check_paper_structure(conversation)
     return conversations
 
 
@@ -370,7 +370,7 @@ def _final_answer_conversation(call: Any) -> list[Message]:
     if not isinstance(call, Mapping) or not isinstance(call.get("answer"), str):
         raise ValueError("final_answer_call must hold the request's messages and the answer text")
     request = [_plain_message(message) for message in call.get("messages") or []]
-    return _paper_clean([*request, {"role": "assistant", "content": call["answer"]}])
+    return paper_clean([*request, {"role": "assistant", "content": call["answer"]}])
 
 
 def _paper_conversations_or_reason(
@@ -425,7 +425,7 @@ def _kind_of(data: Mapping[str, Any], where: str) -> SourceKind:
         return "record"
     raise UserError(
         f"{where} is neither a trajectory record of agentdistill (keys {', '.join(RECORD_KEYS)}) nor a row of "
-        f"the paper's released trajectories (keys {', '.join(_RELEASED_KEYS)}): give files written by "
+        f"the paper's released trajectories (keys {', '.join(RELEASED_KEYS)}): give files written by "
         "`agentdistill rollout` or the paper's released rows as JSON Lines"
     )
 
@@ -479,7 +479,7 @@ def _convert(
     if protocol == "paper":
         return _convert_paper(item, rules, paper_prompt)
     if item.kind == "released":
-        record: Record = _import_row(item.data, item.released_index, None, None)
+        record: Record = import_row(item.data, item.released_index, None, None)
     else:
         _check_record_protocol(item, protocol)
         record = item.data
