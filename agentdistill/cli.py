@@ -331,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_command(commands)
     _add_rl_command(commands)
     _add_opd_command(commands)
+    _add_study_command(commands)
     _accept_debug_anywhere(parser)
     return parser
 
@@ -405,6 +406,19 @@ def _add_opd_command(commands: argparse._SubParsersAction) -> None:
                      help="track the run in this W&B project (default: the config's, else agentdistill; offline without credentials)")
     opd.add_argument("--no-wandb", action="store_true", help="do not track the run with W&B")
     opd.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_study_command(commands: argparse._SubParsersAction) -> None:
+    study = commands.add_parser(
+        "study",
+        help="the paper's claims on a laptop: CoT vs agent distillation, SAG, GRPO, OPD, two student sizes",
+        description="Train and evaluate every cell (method x student x seed) on held-out tasks of both synthetic "
+        "envs, each cell resumable; write results.json, results.md and results.png under OUT.",
+    )
+    study.add_argument("--out", required=True, help="output directory (a rerun resumes, cell by cell)")
+    study.add_argument("--quick", action="store_true", help="a plumbing check at smoke size (a few minutes; nothing is learnt)")
+    study.add_argument("--config", default=None, help="YAML of study settings, e.g. configs/study/study.yaml")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _check_policy(spec: str) -> None:
@@ -684,6 +698,29 @@ def _run_opd(args: argparse.Namespace) -> None:
     sys.stdout.write(_rl_summary(result))
 
 
+def _run_study(args: argparse.Namespace) -> None:
+    from agentdistill.errors import UserError
+    from agentdistill.study.settings import StudySettings
+
+    if args.quick and args.config:
+        raise UserError("--quick runs the built-in smoke settings; give --quick or --config, not both")
+    if args.config:
+        _check_input_file(args.config, "study settings file")
+    settings = StudySettings.quick() if args.quick else StudySettings.from_yaml(args.config) if args.config else StudySettings()
+    _check_output(args.out, "directory", model=True)
+    from pathlib import Path
+
+    from agentdistill.study.report import RESULTS_JSON, RESULTS_MD, RESULTS_PNG
+    from agentdistill.study.run import run_study
+
+    results = run_study(args.out, settings, progress=not args.no_progress)
+    table = (Path(args.out) / RESULTS_MD).read_text(encoding="utf-8")
+    sys.stdout.write(
+        f"{table}\n{len(results['rows'])} rows in {results['runtime_seconds']:.0f} s; "
+        f"{args.out}/{RESULTS_JSON}, {RESULTS_MD}, {RESULTS_PNG}\n"
+    )
+
+
 def _check_student(spec: str) -> None:
     """The student to train must be ``hf:DIR`` (or a hub id): a transformers model."""
     from agentdistill.errors import UserError
@@ -773,6 +810,7 @@ _HANDLERS: Mapping[str, Callable[[argparse.Namespace], None]] = MappingProxyType
         "run": _run_experiment,
         "rl": _run_rl,
         "opd": _run_opd,
+        "study": _run_study,
     }
 )
 """Each command as typed (``"index build"``, ``"rollout"``...) -> the function that runs it."""
@@ -818,7 +856,7 @@ def _interrupted(args: argparse.Namespace) -> str:
         return f"checkpoints saved so far are in {args.out}; {again} from the last one"
     if command == "index build":
         return f"finished shards are kept in {args.out}; {again}"
-    if command in ("quickstart", "run", "ftp build", "rescore"):
+    if command in ("quickstart", "run", "ftp build", "rescore", "study"):
         return f"what finished is kept; {again}"
     return "nothing was written"
 

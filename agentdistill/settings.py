@@ -110,18 +110,21 @@ def coerce_setting(key: str, value: Any, hint: Any) -> Any:
                 return int(value)
             if option is int and isinstance(value, float) and value.is_integer():
                 return int(value)
-            if (
-                typing.get_origin(option) is tuple
-                and isinstance(value, (list, tuple))
-                and all(isinstance(item, str) for item in value)
-            ):
-                return tuple(value)
+            if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+                return _coerce_items(key, value, option)
             if typing.get_origin(option) in (Mapping, dict) and isinstance(value, Mapping):
                 if all(isinstance(name, str) for name in value):
                     return dict(value)
         except ValueError:
             continue
     raise ValueError(f"setting {key!r} expects {hint}, got {value!r}")
+
+
+def _coerce_items(key: str, value: list[Any] | tuple[Any, ...], hint: Any) -> tuple[Any, ...]:
+    """A list as the tuple ``hint`` says (``tuple[X, ...]``: every item an ``X``, coerced as a setting is)."""
+    arguments = typing.get_args(hint)
+    item_hint = arguments[0] if len(arguments) == 2 and arguments[1] is Ellipsis else str
+    return tuple(coerce_setting(f"{key}[{index}]", item, item_hint) for index, item in enumerate(value))
 
 
 class StrictSettings:
