@@ -1,9 +1,10 @@
 """Run a training entry point in N processes with ``accelerate launch``.
 
 Each process runs ``python -m MODULE`` (``agentdistill.distill.sft``, ``agentdistill.distill.grpo``); they form
-one process group (NCCL on GPUs, gloo on CPU) and train data-parallel. The CPU case has a trap: ``accelerate launch --cpu --num_processes 2`` (and a
-``distributed_type: MULTI_CPU`` config) goes through accelerate's single-process launcher, which starts ONE
-process unless mpirun is set up, and training then runs undistributed without a word. What does start two CPU
+one process group (NCCL on GPUs, gloo on CPU) and train data-parallel. The CPU case has a trap:
+``accelerate launch --cpu --num_processes 2`` (and a ``distributed_type: MULTI_CPU`` config) goes through
+accelerate's single-process launcher, which starts ONE process unless mpirun is set up, and training then runs
+undistributed without a word. What does start two CPU
 processes is accelerate's torchrun launcher, selected by ``configs/accelerate/cpu_2proc.yaml``
 (``distributed_type: MULTI_GPU`` with ``use_cpu: true``), with ``ACCELERATE_USE_CPU=true`` in the environment so
 that each worker's ``TrainingArguments`` builds accelerate's MULTI_CPU state: a gloo group of world size N.

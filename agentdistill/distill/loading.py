@@ -78,7 +78,9 @@ def resolve_student(
     if not student.tokenizer.chat_template:
         raise ValueError(f"{spec}: the tokenizer has no chat template; SFT on conversations needs one")
     if student.adapter is not None:
-        logger.info("merging the LoRA adapter of %s into its base %s: SFT starts from the merged model", spec, student.base)
+        logger.info(
+            "merging the LoRA adapter of %s into its base %s: SFT starts from the merged model", spec, student.base
+        )
         return student.model.merge_and_unload(), student.tokenizer
     return student.model, student.tokenizer
 

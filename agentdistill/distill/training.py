@@ -1,7 +1,7 @@
 """What every training run does, whatever its algorithm: find the checkpoint to resume from, record
 which process group each rank trained in, choose the device and precision, switch activation checkpointing
-on through whichever keyword the installed transformers knows, and set the training arguments that follow from the machine (the W&B run itself is
-:func:`agentdistill.tracking.training_wandb_run`).
+on through whichever keyword the installed transformers knows, and set the training arguments that follow from
+the machine (the W&B run itself is :func:`agentdistill.tracking.training_wandb_run`).
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ def plan(config: OPDExperiment, where: Location) -> Plan:
     result = Plan(f"opd: on-policy distillation of a student in {config.env} ({where.file})")
     result.step(f"Start from {check_model(config.student.removeprefix('hf:').split('@')[0], result, what='student')}")
     if config.teacher.startswith("hf:"):
-        result.step(f"Scored by {check_model(config.teacher.removeprefix('hf:').split('@')[0], result, what='teacher')}")
+        result.step(
+            f"Scored by {check_model(config.teacher.removeprefix('hf:').split('@')[0], result, what='teacher')}"
+        )
     else:
         result.step(f"Scored by the teacher {config.teacher}")
         result.need(f"the teacher {config.teacher} up, with log-probabilities of prompt tokens")

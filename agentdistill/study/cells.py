@@ -70,7 +70,10 @@ def cells_of(settings: StudySettings) -> list[Cell]:
             if method == "agent_opd" and name == names[-1]:
                 continue
             cells.extend(Cell(method, name, seed) for seed in settings.seeds)
-    order = {method: index for index, method in enumerate(("agent", "cot", "cot_rag", "agent_sag", "agent_grpo", "agent_opd"))}
+    order = {
+        method: index
+        for index, method in enumerate(("agent", "cot", "cot_rag", "agent_sag", "agent_grpo", "agent_opd"))
+    }
     return sorted(cells, key=lambda cell: order[cell.method])
 
 
@@ -90,10 +93,21 @@ def _sft_settings(settings: StudySettings, seed: int, run_name: str) -> Any:
     from agentdistill.distill.sft.settings import SFTSettings
 
     return SFTSettings(
-        learning_rate=settings.sft_learning_rate, max_steps=settings.sft_steps, per_device_batch_size=settings.sft_batch_size,
-        lora=False, warmup_ratio=0.05, lr_scheduler="cosine", seed=seed, logging_steps=max(1, settings.sft_steps // 10),
-        save_strategy="steps", save_steps=max(1, settings.sft_steps // 2), save_total_limit=1, lm_head="full", bf16=False,
-        wandb_project=settings.wandb_project, wandb_run_name=run_name,
+        learning_rate=settings.sft_learning_rate,
+        max_steps=settings.sft_steps,
+        per_device_batch_size=settings.sft_batch_size,
+        lora=False,
+        warmup_ratio=0.05,
+        lr_scheduler="cosine",
+        seed=seed,
+        logging_steps=max(1, settings.sft_steps // 10),
+        save_strategy="steps",
+        save_steps=max(1, settings.sft_steps // 2),
+        save_total_limit=1,
+        lm_head="full",
+        bf16=False,
+        wandb_project=settings.wandb_project,
+        wandb_run_name=run_name,
     )
 
 
@@ -102,30 +116,59 @@ def _trained(cell: Cell, context: StudyContext, dataset: Any, model_dir: Path) -
 
     if not (model_dir / "sft_result.json").is_file():
         initial = context.students[(cell.student, cell.seed)]
-        run_sft(dataset, str(initial), model_dir, settings=_sft_settings(context.settings, cell.seed, f"{cell.method}-{cell.student}-{cell.seed}"))
+        run_sft(
+            dataset,
+            str(initial),
+            model_dir,
+            settings=_sft_settings(context.settings, cell.seed, f"{cell.method}-{cell.student}-{cell.seed}"),
+        )
     return model_dir
 
 
 def agent_model(context: StudyContext, student: str, seed: int) -> Path:
     """The agent student of ``(student, seed)`` (trained by its ``agent`` cell)."""
-    return _trained(Cell("agent", student, seed), context, context.data.agent, Cell("agent", student, seed).directory(context.out) / "model")
+    return _trained(
+        Cell("agent", student, seed),
+        context,
+        context.data.agent,
+        Cell("agent", student, seed).directory(context.out) / "model",
+    )
 
 
-def _agent_rows(cell: Cell, context: StudyContext, model: Path, out: Path, env_ids: tuple[str, ...] = ENV_IDS, *, sag: bool = False) -> list[Row]:
+def _agent_rows(
+    cell: Cell, context: StudyContext, model: Path, out: Path, env_ids: tuple[str, ...] = ENV_IDS, *, sag: bool = False
+) -> list[Row]:
     from agentdistill.policies.base import SamplingParams
     from agentdistill.rollouts.evaluate import evaluate
     from agentdistill.rollouts.loop import SAGSettings
 
     settings = context.settings
-    sag_settings = SAGSettings(n=settings.sag_n, temperature=settings.sag_temperature, top_p=settings.sag_top_p) if sag else None
+    sag_settings = (
+        SAGSettings(n=settings.sag_n, temperature=settings.sag_temperature, top_p=settings.sag_top_p) if sag else None
+    )
     table = evaluate(
-        f"hf:{model}", env_ids, env_kwargs_by_env={env: agent_env_kwargs(settings, env, "test") for env in env_ids},
-        limit=settings.eval_tasks, sag_n=settings.sag_n if sag else 0, sag_settings=sag_settings,
-        num_envs=settings.num_envs, out_dir=out, progress=False,
+        f"hf:{model}",
+        env_ids,
+        env_kwargs_by_env={env: agent_env_kwargs(settings, env, "test") for env in env_ids},
+        limit=settings.eval_tasks,
+        sag_n=settings.sag_n if sag else 0,
+        sag_settings=sag_settings,
+        num_envs=settings.num_envs,
+        out_dir=out,
+        progress=False,
         sampling=SamplingParams(max_new_tokens=settings.max_new_tokens, seed=cell.seed),
     )
     return [
-        Row(cell.method, cell.student, row.env_id, cell.seed, row.accuracy, row.invalid_action_rate, row.mean_steps, row.episodes)
+        Row(
+            cell.method,
+            cell.student,
+            row.env_id,
+            cell.seed,
+            row.accuracy,
+            row.invalid_action_rate,
+            row.mean_steps,
+            row.episodes,
+        )
         for row in table.rows
     ]
 
@@ -142,12 +185,22 @@ def _env_training_settings(settings_class: type, context: StudyContext, env_id: 
     settings = context.settings
     return settings_class(
         env_kwargs={key: value for key, value in agent_env_kwargs(settings, env_id, "train").items() if key != "split"},
-        train_tasks=max(settings.teacher_episodes, 8), train_task_offset=settings.teacher_episodes, eval_tasks=0,
-        num_envs=settings.num_envs, group_size=settings.rl_group_size, prompts_per_step=settings.rl_prompts_per_step,
+        train_tasks=max(settings.teacher_episodes, 8),
+        train_task_offset=settings.teacher_episodes,
+        eval_tasks=0,
+        num_envs=settings.num_envs,
+        group_size=settings.rl_group_size,
+        prompts_per_step=settings.rl_prompts_per_step,
         max_steps=steps,
-        learning_rate=settings.rl_learning_rate, max_new_tokens=settings.max_new_tokens, lora=False, bf16=False,
-        save_steps=max(1, steps // 2), seed=seed, invalid_action_penalty=0.1,
-        wandb_project=settings.wandb_project, wandb_run_name=None,
+        learning_rate=settings.rl_learning_rate,
+        max_new_tokens=settings.max_new_tokens,
+        lora=False,
+        bf16=False,
+        save_steps=max(1, steps // 2),
+        seed=seed,
+        invalid_action_penalty=0.1,
+        wandb_project=settings.wandb_project,
+        wandb_run_name=None,
     )
 
 
@@ -191,8 +244,12 @@ def _cot_rows(cell: Cell, context: StudyContext, model: Path, directory: Path, *
     rows = []
     for env_id in ENV_IDS:
         result = evaluate_cot(
-            f"hf:{model}", env_id, {"split": "test", **settings.difficulty(env_id)}, limit=settings.eval_tasks,
-            rag=rag and env_id == QA_ENV_ID, out_dir=directory / "eval" / env_id,
+            f"hf:{model}",
+            env_id,
+            {"split": "test", **settings.difficulty(env_id)},
+            limit=settings.eval_tasks,
+            rag=rag and env_id == QA_ENV_ID,
+            out_dir=directory / "eval" / env_id,
             sampling=SamplingParams(max_new_tokens=4 * settings.max_new_tokens),
         )
         rows.append(Row(cell.method, cell.student, env_id, cell.seed, result.accuracy, None, None, result.episodes))
@@ -200,15 +257,25 @@ def _cot_rows(cell: Cell, context: StudyContext, model: Path, directory: Path, *
 
 
 def _cot(cell: Cell, context: StudyContext, directory: Path) -> list[Row]:
-    return _cot_rows(cell, context, _trained(cell, context, context.data.cot, directory / "model"), directory, rag=False)
+    return _cot_rows(
+        cell, context, _trained(cell, context, context.data.cot, directory / "model"), directory, rag=False
+    )
 
 
 def _cot_rag(cell: Cell, context: StudyContext, directory: Path) -> list[Row]:
-    return _cot_rows(cell, context, _trained(cell, context, context.data.cot_rag, directory / "model"), directory, rag=True)
+    return _cot_rows(
+        cell, context, _trained(cell, context, context.data.cot_rag, directory / "model"), directory, rag=True
+    )
 
 
-_METHODS = MappingProxyType({
-    "agent": _agent, "agent_sag": _agent_sag, "agent_grpo": _agent_grpo, "agent_opd": _agent_opd,
-    "cot": _cot, "cot_rag": _cot_rag,
-})
+_METHODS = MappingProxyType(
+    {
+        "agent": _agent,
+        "agent_sag": _agent_sag,
+        "agent_grpo": _agent_grpo,
+        "agent_opd": _agent_opd,
+        "cot": _cot,
+        "cot_rag": _cot_rag,
+    }
+)
 """Each method's cell: ``(cell, context, directory) -> rows``."""

@@ -48,8 +48,14 @@ def collect_teacher_data(out: Path, settings: StudySettings) -> TeacherData:
         agent_path = directory / f"{env_id}.agent.jsonl"
         envs = make_rollout_envs(env_id, settings.num_envs, **agent_env_kwargs(settings, env_id, "train"))
         try:
-            run_rollouts(envs, ExpertPolicy(), env_id=env_id, task_indices=range(settings.teacher_episodes),
-                         out=str(agent_path), progress=False)
+            run_rollouts(
+                envs,
+                ExpertPolicy(),
+                env_id=env_id,
+                task_indices=range(settings.teacher_episodes),
+                out=str(agent_path),
+                progress=False,
+            )
         finally:
             envs.close()
         agent_files.append(agent_path)
@@ -73,8 +79,12 @@ def initial_students(out: Path, settings: StudySettings, data: TeacherData) -> d
 
     from agentdistill.distill.students import StudentConfig, build_student, save_student, train_tokenizer
 
-    texts = [message["content"] for dataset in (data.agent, data.cot, data.cot_rag) for row in dataset["messages"]
-             for message in row]
+    texts = [
+        message["content"]
+        for dataset in (data.agent, data.cot, data.cot_rag)
+        for row in dataset["messages"]
+        for message in row
+    ]
     tokenizer_dir = out / "students" / "tokenizer"
     digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
     fingerprint = {"vocab_size": settings.vocab_size, "texts_sha256": digest}

@@ -27,12 +27,17 @@ def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
     for (method, student, env), members in sorted(groups.items(), key=lambda item: METHODS.index(item[0][0])):
         successes = [row.success_rate for row in members]
         invalid = [row.invalid_action_rate for row in members if row.invalid_action_rate is not None]
-        summary.append({
-            "method": method, "student": student, "env": env, "seeds": len(members),
-            "success_mean": statistics.fmean(successes),
-            "success_std": statistics.stdev(successes) if len(successes) > 1 else 0.0,
-            "invalid_action_rate_mean": statistics.fmean(invalid) if invalid else None,
-        })
+        summary.append(
+            {
+                "method": method,
+                "student": student,
+                "env": env,
+                "seeds": len(members),
+                "success_mean": statistics.fmean(successes),
+                "success_std": statistics.stdev(successes) if len(successes) > 1 else 0.0,
+                "invalid_action_rate_mean": statistics.fmean(invalid) if invalid else None,
+            }
+        )
     return summary
 
 
@@ -52,7 +57,9 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for entry in summary:
         spread = f" ± {100 * entry['success_std']:.1f}" if entry["seeds"] > 1 else ""
-        cells.setdefault((entry["method"], entry["student"]), {})[entry["env"]] = f"{100 * entry['success_mean']:.1f}%{spread}"
+        cells.setdefault((entry["method"], entry["student"]), {})[entry["env"]] = (
+            f"{100 * entry['success_mean']:.1f}%{spread}"
+        )
     header = "| method | student | " + " | ".join(envs) + " |\n|---|---|" + "---:|" * len(envs) + "\n"
     lines = [
         f"| {method} | {student} | " + " | ".join(values.get(env, "-") for env in envs) + " |"
@@ -75,12 +82,16 @@ def plot(summary: Sequence[dict[str, Any]], path: Path) -> Path:
     for panel, env in enumerate(envs):
         axes = figure.add_subplot(1, len(envs), panel + 1)
         for offset, student in enumerate(students):
-            entries = {entry["method"]: entry for entry in summary if entry["env"] == env and entry["student"] == student}
+            entries = {
+                entry["method"]: entry for entry in summary if entry["env"] == env and entry["student"] == student
+            }
             xs = [index + offset * width for index, method in enumerate(methods) if method in entries]
             means = [100 * entries[method]["success_mean"] for method in methods if method in entries]
             spreads = [100 * entries[method]["success_std"] for method in methods if method in entries]
             axes.bar(xs, means, width, yerr=spreads, capsize=3, label=student)
-        axes.set_xticks([index + width * (len(students) - 1) / 2 for index in range(len(methods))], methods, rotation=30)
+        axes.set_xticks(
+            [index + width * (len(students) - 1) / 2 for index in range(len(methods))], methods, rotation=30
+        )
         axes.set_title(env)
         axes.set_ylabel("held-out success (%)")
         axes.set_ylim(0, 100)

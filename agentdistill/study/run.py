@@ -26,7 +26,9 @@ def run_study(out: str | Path, settings: StudySettings, *, progress: bool = True
 
     directory = Path(out)
     started = time.perf_counter()
-    with claim_run_directory(directory, command="study", identity=settings.to_dict(), may_change=frozenset({"wandb_project"})):
+    with claim_run_directory(
+        directory, command="study", identity=settings.to_dict(), may_change=frozenset({"wandb_project"})
+    ):
         settings.to_yaml(directory / SETTINGS_FILENAME)
         cells = cells_of(settings)
         timings: dict[str, float] = {}

@@ -74,12 +74,25 @@ class StudySettings(StrictSettings):
             raise ValueError(f"methods must be among {', '.join(METHODS)}, got {list(self.methods)}")
         if not self.students or not self.seeds:
             raise ValueError("a study needs at least one student and one seed")
-        for name in ("teacher_episodes", "eval_tasks", "vocab_size", "max_new_tokens", "num_envs", "sft_steps",
-                     "sft_batch_size", "sag_n", "grpo_steps", "opd_steps", "rl_prompts_per_step"):
+        for name in (
+            "teacher_episodes",
+            "eval_tasks",
+            "vocab_size",
+            "max_new_tokens",
+            "num_envs",
+            "sft_steps",
+            "sft_batch_size",
+            "sag_n",
+            "grpo_steps",
+            "opd_steps",
+            "rl_prompts_per_step",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.rl_group_size < 2:
-            raise ValueError(f"rl_group_size must be at least 2 (GRPO's baseline is the group's mean), got {self.rl_group_size}")
+            raise ValueError(
+                f"rl_group_size must be at least 2 (GRPO's baseline is the group's mean), got {self.rl_group_size}"
+            )
         if "agent_sag" in self.methods and self.sag_n < 2:
             raise ValueError(f"sag_n must be at least 2 (SAG votes among candidates), got {self.sag_n}")
 
@@ -89,10 +102,23 @@ class StudySettings(StrictSettings):
         tiny = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64}
         wider = {**tiny, "hidden_size": 48, "intermediate_size": 96}
         return cls(
-            qa_difficulty={"min_hops": 1, "max_hops": 1}, math_difficulty={"min_ops": 1, "max_ops": 1},
-            students={"tiny": tiny, "wider": wider}, seeds=(0,), teacher_episodes=6, eval_tasks=3, vocab_size=400,
-            max_new_tokens=24, num_envs=3, sft_steps=3, sft_batch_size=4, sag_n=2, grpo_steps=1, opd_steps=1,
-            rl_group_size=2, rl_prompts_per_step=2, wandb_project=None,
+            qa_difficulty={"min_hops": 1, "max_hops": 1},
+            math_difficulty={"min_ops": 1, "max_ops": 1},
+            students={"tiny": tiny, "wider": wider},
+            seeds=(0,),
+            teacher_episodes=6,
+            eval_tasks=3,
+            vocab_size=400,
+            max_new_tokens=24,
+            num_envs=3,
+            sft_steps=3,
+            sft_batch_size=4,
+            sag_n=2,
+            grpo_steps=1,
+            opd_steps=1,
+            rl_group_size=2,
+            rl_prompts_per_step=2,
+            wandb_project=None,
         )
 
     def student_names(self) -> list[str]:

@@ -42,7 +42,8 @@ task, :class:`~agentdistill.rollouts.figures.PairedGain`) and ``out_dir/wandb``.
 
 Run one process with :func:`train_grpo`, several with :func:`launch_grpo` (``accelerate launch``)::
 
-    python -m agentdistill.distill.grpo --env AgentMath-Synthetic-v0 --policy hf:students/tiny --out rl/tiny --config configs/rl/grpo_cpu_tiny.yaml
+    python -m agentdistill.distill.grpo --env AgentMath-Synthetic-v0 --policy hf:students/tiny --out rl/tiny \\
+        --config configs/rl/grpo_cpu_tiny.yaml
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ from types import MappingProxyType
 
 from agentdistill.distill import lazy_exports
 
-_EXPORTS = MappingProxyType({
-    "GRPOResult": "settings",
-    "GRPOSettings": "settings",
-    "evaluate_student": "evaluation",
-    "launch_grpo": "launch",
-    "load_start_model": "start",
-    "train_grpo": "train",
-})
+_EXPORTS = MappingProxyType(
+    {
+        "GRPOResult": "settings",
+        "GRPOSettings": "settings",
+        "evaluate_student": "evaluation",
+        "launch_grpo": "launch",
+        "load_start_model": "start",
+        "train_grpo": "train",
+    }
+)
 """The package's entry points and the module each lives in (imported on first use, :func:`lazy_exports`)."""
 
 __all__ = sorted(_EXPORTS)

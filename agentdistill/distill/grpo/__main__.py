@@ -1,5 +1,4 @@
-"""The GRPO entry point each process of a launch runs (``python -m agentdistill.distill.grpo``).
-"""
+"""The GRPO entry point each process of a launch runs (``python -m agentdistill.distill.grpo``)."""
 
 from __future__ import annotations
 
@@ -45,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # launched by launch_grpo, which holds the output directory's claim for all ranks
     result = train_grpo(
-        args.env, args.policy, args.out, settings_for(args.config, args.steps), progress=not args.no_progress,
+        args.env,
+        args.policy,
+        args.out,
+        settings_for(args.config, args.steps),
+        progress=not args.no_progress,
         claim_directory=False,
     )
     if int(os.environ.get("RANK", "0")) == 0:

@@ -1,5 +1,4 @@
-"""The held-out evaluation before and after GRPO, shared by the processes of a run, and its figures.
-"""
+"""The held-out evaluation before and after GRPO, shared by the processes of a run, and its figures."""
 
 from __future__ import annotations
 
@@ -35,15 +34,22 @@ def evaluate_student(
     sampling = SamplingParams(max_new_tokens=settings.max_new_tokens)
     if settings.eval_temperature > 0:
         sampling = SamplingParams(
-            max_new_tokens=settings.max_new_tokens, temperature=settings.eval_temperature, top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.eval_temperature,
+            top_p=settings.top_p,
             seed=settings.seed,
         )
     envs = make_rollout_envs(env_id, settings.num_envs, **settings.split_kwargs(settings.eval_split))
     try:
         run_rollouts(
-            envs, policy, env_id=env_id, out=str(out),
+            envs,
+            policy,
+            env_id=env_id,
+            out=str(out),
             task_indices=range(settings.eval_tasks) if task_indices is None else task_indices,
-            sampling=sampling, samples_per_task=settings.eval_samples, progress=progress,
+            sampling=sampling,
+            samples_per_task=settings.eval_samples,
+            progress=progress,
         )
     finally:
         envs.close()
@@ -80,12 +86,22 @@ def evaluate_on_ranks(
     with state.split_between_processes(todo) as mine:
         logger.info(
             "rank %d evaluates %d of the %d held-out tasks not yet in %s: %s",
-            state.process_index, len(mine), len(todo), path.name, _task_ranges(mine),
+            state.process_index,
+            len(mine),
+            len(todo),
+            path.name,
+            _task_ranges(mine),
         )
         if mine:
             shard = _shard_path(path, state.process_index)
             _evaluate_model(
-                model, tokenizer, env_id, settings, shard, progress=progress and state.is_main_process, task_indices=mine
+                model,
+                tokenizer,
+                env_id,
+                settings,
+                shard,
+                progress=progress and state.is_main_process,
+                task_indices=mine,
             )
     state.wait_for_everyone()
     figures = None

@@ -72,8 +72,11 @@ class AgentGRPOTrainer(GRPOTrainer):
             sampled = sampled * output["tool_mask"]
         mode = self.args.vllm_importance_sampling_mode
         affected, total = affected_token_counts(
-            ratio, sampled, mode,
-            clip_min=self.args.vllm_importance_sampling_clip_min, clip_max=self.args.vllm_importance_sampling_clip_max,
+            ratio,
+            sampled,
+            mode,
+            clip_min=self.args.vllm_importance_sampling_clip_min,
+            clip_max=self.args.vllm_importance_sampling_clip_max,
         )
         counts = self.accelerator.gather(torch.stack([affected, total]).float().reshape(1, 2)).sum(dim=0)
         share = (counts[0] / counts[1]).item() if counts[1] > 0 else 0.0

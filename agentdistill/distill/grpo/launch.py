@@ -1,23 +1,15 @@
-"""A GRPO run in N data-parallel processes (``accelerate launch``), its output directory claimed once.
-"""
+"""A GRPO run in N data-parallel processes (``accelerate launch``), its output directory claimed once."""
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from agentdistill.distill.grpo.settings import (
-    GRPOResult,
-    GRPOSettings,
-)
+from agentdistill.distill.grpo.settings import GRPOResult, GRPOSettings
 from agentdistill.distill.grpo.train import GRPO, EnvAlgorithm, claim_env_directory
 from agentdistill.distill.launch import LaunchOptions, launch_training
-
-logger = logging.getLogger(__name__)
-
 
 GRPO_MODULE = "agentdistill.distill.grpo"
 
@@ -30,7 +22,8 @@ def launch_grpo(
     settings: GRPOSettings | None = None,
     options: LaunchOptions | None = None,
 ) -> GRPOResult:
-    """Train in ``options.num_processes`` data-parallel processes (default: two) (``accelerate launch``) and return the main one's result.
+    """Train in ``options.num_processes`` data-parallel processes (default: two; ``accelerate launch``) and return
+    the main one's result.
 
     Each process plays its own slice of the prompts in its own envs; TRL gathers the rewards so that groups are
     normalised across processes. Same launcher as SFT (:func:`agentdistill.distill.launch.launch_training`: on
@@ -39,7 +32,9 @@ def launch_grpo(
     """
     options = options or LaunchOptions()
     arguments = ["--env", env_id, "--policy", policy_spec]
-    return launch_in_env(GRPO_MODULE, arguments, env_id, policy_spec, out_dir, settings or GRPOSettings(), GRPO, options)
+    return launch_in_env(
+        GRPO_MODULE, arguments, env_id, policy_spec, out_dir, settings or GRPOSettings(), GRPO, options
+    )
 
 
 def launch_in_env(

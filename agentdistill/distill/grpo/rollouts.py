@@ -1,5 +1,4 @@
-"""The bridge to TRL: episodes of the rollout loop as ``rollout_func`` output, and the env's reward.
-"""
+"""The bridge to TRL: episodes of the rollout loop as ``rollout_func`` output, and the env's reward."""
 
 from __future__ import annotations
 
@@ -76,7 +75,12 @@ class EnvRollouts:
         tasks, group_size = task_groups(prompts)
         policy, model = self._live_policy(trainer)
         rank = int(getattr(trainer.accelerator, "process_index", 0))
-        path = self.out_dir / ROLLOUTS_DIRNAME / f"rank-{rank}" / f"step-{trainer.state.global_step:06d}-call-{self.calls:04d}.jsonl"
+        path = (
+            self.out_dir
+            / ROLLOUTS_DIRNAME
+            / f"rank-{rank}"
+            / f"step-{trainer.state.global_step:06d}-call-{self.calls:04d}.jsonl"
+        )
         self.calls += 1
         path.unlink(missing_ok=True)  # a file left by a crash was sampled by other weights: sample again
         sampling = SamplingParams(
@@ -113,8 +117,14 @@ class EnvRollouts:
     def batch(self, records: Sequence[Mapping[str, Any]], *, eos_token_id: int) -> dict[str, Any]:
         """The ``rollout_func`` output for ``records`` (in prompt order): ids, masks, logprobs, rewards."""
         output: dict[str, list[Any]] = {
-            "prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [],
-            "env_reward": [], "env_success": [], "env_invalid_rate": [], "env_steps": [],
+            "prompt_ids": [],
+            "completion_ids": [],
+            "logprobs": [],
+            "env_mask": [],
+            "env_reward": [],
+            "env_success": [],
+            "env_invalid_rate": [],
+            "env_steps": [],
         }
         for record in records:
             trace = record["token_trace"]
@@ -160,8 +170,12 @@ class EnvRollouts:
             generation = getattr(trainer, "vllm_generation", None)
             llm = getattr(generation, "llm", None)
             if llm is None:
-                raise RuntimeError("rollout_backend 'vllm' needs TRL's colocated vLLM engine (use_vllm, vllm_mode='colocate')")
-            self._policy = VLLMPolicy.from_engine(llm, tokenizer=trainer.processing_class, name=f"vllm:{self.env_id}-grpo")
+                raise RuntimeError(
+                    "rollout_backend 'vllm' needs TRL's colocated vLLM engine (use_vllm, vllm_mode='colocate')"
+                )
+            self._policy = VLLMPolicy.from_engine(
+                llm, tokenizer=trainer.processing_class, name=f"vllm:{self.env_id}-grpo"
+            )
         else:
             from agentdistill.policies.hf import HFPolicy
 
@@ -175,7 +189,8 @@ class EnvRollouts:
 
 
 def environment_reward(completions: list[Any], env_reward: list[float], **kwargs: Any) -> list[float]:
-    """TRL reward function: the reward the env gave each episode (see :func:`~agentdistill.rollouts.figures.episode_reward`).
+    """TRL reward function: the reward the env gave each episode
+    (see :func:`~agentdistill.rollouts.figures.episode_reward`).
 
     Also logs the env's own figures for the batch through TRL's ``log_metric``.
     """

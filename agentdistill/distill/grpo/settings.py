@@ -1,5 +1,4 @@
-"""What a GRPO run is set to do and what it produced; no torch import, so a config is checked quickly.
-"""
+"""What a GRPO run is set to do and what it produced; no torch import, so a config is checked quickly."""
 
 from __future__ import annotations
 
@@ -20,8 +19,6 @@ RESULT_FILENAME = "rl_result.json"
 
 
 SETTINGS_FILENAME = "grpo_settings.yaml"
-
-
 
 
 EVAL_BEFORE_FILENAME = "eval_before.jsonl"
@@ -125,15 +122,28 @@ class GRPOSettings(StrictSettings):
 
     def __post_init__(self) -> None:
         positive = (
-            "train_tasks", "num_envs", "group_size", "prompts_per_step", "gradient_accumulation_steps", "max_steps",
-            "learning_rate", "num_iterations", "max_new_tokens", "logging_steps", "save_steps", "lora_r", "lora_alpha",
+            "train_tasks",
+            "num_envs",
+            "group_size",
+            "prompts_per_step",
+            "gradient_accumulation_steps",
+            "max_steps",
+            "learning_rate",
+            "num_iterations",
+            "max_new_tokens",
+            "logging_steps",
+            "save_steps",
+            "lora_r",
+            "lora_alpha",
             "eval_samples",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (a group of one has no relative advantage), got {self.group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 (a group of one has no relative advantage), got {self.group_size}"
+            )
         for name in ("eval_tasks", "train_task_offset", "beta", "invalid_action_penalty", "eval_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -145,16 +155,18 @@ class GRPOSettings(StrictSettings):
             raise ValueError(f"need temperature > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
         if self.importance_sampling not in IMPORTANCE_SAMPLING_MODES:
             raise ValueError(
-                f"importance_sampling must be one of {', '.join(IMPORTANCE_SAMPLING_MODES)}, got {self.importance_sampling!r}"
+                f"importance_sampling must be one of {', '.join(IMPORTANCE_SAMPLING_MODES)}, "
+                f"got {self.importance_sampling!r}"
             )
         low, high = self.importance_sampling_clip_min, self.importance_sampling_clip_max
         if low is not None and high is not None and not 0 <= low < high:
-            raise ValueError(f"need 0 <= importance_sampling_clip_min < importance_sampling_clip_max, got {low}, {high}")
+            raise ValueError(
+                f"need 0 <= importance_sampling_clip_min < importance_sampling_clip_max, got {low}, {high}"
+            )
         if self.rollout_backend not in _ROLLOUT_BACKENDS:
             raise ValueError(f"rollout_backend must be one of {_ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
         if isinstance(self.bf16, str) and self.bf16 != "auto":
             raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
-
 
     def split_kwargs(self, split: str | None) -> dict[str, Any]:
         """The env's constructor arguments for ``split``."""

@@ -1,5 +1,4 @@
-"""The model GRPO starts from: a full student, or a LoRA student continued or merged.
-"""
+"""The model GRPO starts from: a full student, or a LoRA student continued or merged."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""One GRPO process: the start model, TRL's trainer with the env's rollouts, the evaluations and the result.
-"""
+"""One GRPO process: the start model, TRL's trainer with the env's rollouts, the evaluations and the result."""
 
 from __future__ import annotations
 
@@ -69,8 +68,12 @@ def _grpo_trainer_class() -> type:
 
 
 GRPO = EnvAlgorithm(
-    name="grpo", command="rl", settings_filename=SETTINGS_FILENAME, result_filename=RESULT_FILENAME,
-    make_rollouts=EnvRollouts, trainer_class=_grpo_trainer_class,
+    name="grpo",
+    command="rl",
+    settings_filename=SETTINGS_FILENAME,
+    result_filename=RESULT_FILENAME,
+    make_rollouts=EnvRollouts,
+    trainer_class=_grpo_trainer_class,
 )
 """GRPO: the env's score is the reward (:class:`EnvRollouts`, TRL's trainer with importance-sampling figures)."""
 
@@ -110,7 +113,12 @@ def train_grpo(
     evaluation (:func:`evaluate_on_ranks`), the main one writes the model, the result and the W&B run.
     """
     return train_in_env(
-        env_id, policy_spec, out_dir, settings or GRPOSettings(), GRPO, progress=progress,
+        env_id,
+        policy_spec,
+        out_dir,
+        settings or GRPOSettings(),
+        GRPO,
+        progress=progress,
         claim_directory=claim_directory,
     )
 
@@ -187,7 +195,10 @@ def _train_in_env(
             callbacks=[recorder],
         )
     wandb_config = {
-        algorithm.name: settings.to_dict(), "env_id": env_id, "policy": policy_spec, **algorithm.identity,
+        algorithm.name: settings.to_dict(),
+        "env_id": env_id,
+        "policy": policy_spec,
+        **algorithm.identity,
         "start": start.start,
     }
     name = settings.wandb_run_name or out.name
@@ -204,11 +215,14 @@ def _train_in_env(
         if settings.eval_tasks and sharded_weights(trainer):
             logger.warning(
                 "the held-out evaluation after training is skipped: the trained weights are sharded over the "
-                "processes (ZeRO-3 or FSDP); evaluate the saved model with `agentdistill eval --policy hf:%s`", out
+                "processes (ZeRO-3 or FSDP); evaluate the saved model with `agentdistill eval --policy hf:%s`",
+                out,
             )
         elif settings.eval_tasks:
             trained = trainer.accelerator.unwrap_model(trainer.model)
-            after = evaluate_on_ranks(trained, tokenizer, env_id, settings, out / EVAL_AFTER_FILENAME, progress=progress)
+            after = evaluate_on_ranks(
+                trained, tokenizer, env_id, settings, out / EVAL_AFTER_FILENAME, progress=progress
+            )
             if is_main:
                 before, gain = before_and_gain(out, settings, before)
         history = trainer.state.log_history
@@ -245,8 +259,11 @@ def _new_adapter_config(settings: GRPOSettings, start: StartModel) -> Any:
     if not settings.lora or start.start != "model":
         return None
     return LoraConfig(
-        r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-        target_modules=_target_modules(settings.lora_target_modules), task_type="CAUSAL_LM",
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=_target_modules(settings.lora_target_modules),
+        task_type="CAUSAL_LM",
     )
 
 
@@ -292,8 +309,11 @@ def _grpo_config(settings: GRPOSettings, out: Path) -> Any:
         vllm_importance_sampling_clip_max=settings.importance_sampling_clip_max,
         vllm_importance_sampling_clip_min=settings.importance_sampling_clip_min,
         **platform_arguments(
-            GRPOConfig, bf16=settings.bf16, gradient_checkpointing=settings.gradient_checkpointing,
-            wandb_project=settings.wandb_project, run_name=settings.wandb_run_name or out.name,
+            GRPOConfig,
+            bf16=settings.bf16,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            wandb_project=settings.wandb_project,
+            run_name=settings.wandb_run_name or out.name,
         ),
         seed=settings.seed,
         logging_steps=settings.logging_steps,

@@ -23,12 +23,14 @@ from types import MappingProxyType
 
 from agentdistill.distill import lazy_exports
 
-_EXPORTS = MappingProxyType({
-    "OPDResult": "settings",
-    "OPDSettings": "settings",
-    "launch_opd": "launch",
-    "train_opd": "train",
-})
+_EXPORTS = MappingProxyType(
+    {
+        "OPDResult": "settings",
+        "OPDSettings": "settings",
+        "launch_opd": "launch",
+        "train_opd": "train",
+    }
+)
 """The package's entry points and the module each lives in (imported on first use, :func:`lazy_exports`)."""
 
 __all__ = sorted(_EXPORTS)

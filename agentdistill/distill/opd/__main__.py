@@ -35,8 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # launched by launch_opd, which holds the output directory's claim for all ranks
     result = train_opd(
-        args.env, args.student, args.teacher, args.out, settings_for(args.config, args.steps, OPDSettings),
-        progress=not args.no_progress, claim_directory=False,
+        args.env,
+        args.student,
+        args.teacher,
+        args.out,
+        settings_for(args.config, args.steps, OPDSettings),
+        progress=not args.no_progress,
+        claim_directory=False,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(dataclasses.asdict(result), indent=1))

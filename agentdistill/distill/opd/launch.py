@@ -21,8 +21,8 @@ def launch_opd(
     settings: OPDSettings | None = None,
     options: LaunchOptions | None = None,
 ) -> OPDResult:
-    """Distil in ``options.num_processes`` data-parallel processes (default: two) and return the main one's result: each process plays
-    its slice of the tasks and has its own copy of the teacher score them (see
+    """Distil in ``options.num_processes`` data-parallel processes (default: two) and return the main one's result:
+    each process plays its slice of the tasks and has its own copy of the teacher score them (see
     :func:`~agentdistill.distill.grpo.launch.launch_grpo` for the launcher)."""
     check_teacher_spec(teacher)
     check_shared_tokenizer(student, teacher)

@@ -55,7 +55,10 @@ class OPDRollouts(EnvRollouts):
         """The teacher's first prompt for an episode: its system prompt, the episode's task turn, and the
         assistant header, as the chat template renders them."""
         task = record["messages"][1]
-        messages = [{"role": "system", "content": self.teacher_system_prompt()}, {"role": task["role"], "content": task["content"]}]
+        messages = [
+            {"role": "system", "content": self.teacher_system_prompt()},
+            {"role": task["role"], "content": task["content"]},
+        ]
         encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
         return [int(token) for token in ids]
@@ -74,7 +77,9 @@ class OPDRollouts(EnvRollouts):
         if self._teacher is None:
             model = trainer.accelerator.unwrap_model(trainer.model)
             teacher, tokenizer = make_teacher(
-                self.teacher_spec, device=trainer.accelerator.device, dtype=next(model.parameters()).dtype,
+                self.teacher_spec,
+                device=trainer.accelerator.device,
+                dtype=next(model.parameters()).dtype,
                 batch_size=self.settings.teacher_batch_size,
             )
             if tokenizer is not None:

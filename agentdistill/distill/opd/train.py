@@ -70,8 +70,14 @@ def opd_algorithm(teacher: str) -> EnvAlgorithm:
         return {"teacher": teacher, "reverse_kl": reverse_kl}
 
     return EnvAlgorithm(
-        name="opd", command="opd", settings_filename=SETTINGS_FILENAME, result_filename=RESULT_FILENAME,
-        make_rollouts=rollouts, trainer_class=trainer_class, identity={"teacher": teacher}, result_class=OPDResult,
+        name="opd",
+        command="opd",
+        settings_filename=SETTINGS_FILENAME,
+        result_filename=RESULT_FILENAME,
+        make_rollouts=rollouts,
+        trainer_class=trainer_class,
+        identity={"teacher": teacher},
+        result_class=OPDResult,
         result_extras=extras,
     )
 
@@ -103,7 +109,12 @@ def train_opd(
     check_teacher_spec(teacher)
     check_shared_tokenizer(student, teacher)
     result = train_in_env(
-        env_id, student, out_dir, settings or OPDSettings(), opd_algorithm(teacher), progress=progress,
+        env_id,
+        student,
+        out_dir,
+        settings or OPDSettings(),
+        opd_algorithm(teacher),
+        progress=progress,
         claim_directory=claim_directory,
     )
     assert isinstance(result, OPDResult)

@@ -22,7 +22,11 @@ from agentdistill.distill.opd.rollouts import OPDRollouts, pad_scores
 
 
 def per_token_advantages(
-    teacher: torch.Tensor, student: torch.Tensor, sampled: torch.Tensor, env_advantages: torch.Tensor, reward_weight: float
+    teacher: torch.Tensor,
+    student: torch.Tensor,
+    sampled: torch.Tensor,
+    env_advantages: torch.Tensor,
+    reward_weight: float,
 ) -> torch.Tensor:
     """``(teacher - student)`` log-probability on sampled tokens, plus ``reward_weight`` times each episode's
     env advantage; 0 on every other position. Shapes: ``(batch, tokens)``, and ``(batch,)`` for the env's."""

@@ -42,7 +42,8 @@ Output directory (``out_dir``), which :class:`~agentdistill.policies.hf.HFPolicy
 Run one process with :func:`train_sft`, several with :func:`agentdistill.distill.sft.launch.launch_sft`, which runs
 this module's entry point in each::
 
-    python -m agentdistill.distill.sft --dataset DIR --student scratch:tiny --out OUT --config configs/distill/sft_cpu_tiny.yaml
+    python -m agentdistill.distill.sft --dataset DIR --student scratch:tiny --out OUT \\
+        --config configs/distill/sft_cpu_tiny.yaml
 """
 
 from __future__ import annotations
@@ -51,19 +52,21 @@ from types import MappingProxyType
 
 from agentdistill.distill import lazy_exports
 
-_EXPORTS = MappingProxyType({
-    "FilterRules": "trajectories",
-    "SFTResult": "settings",
-    "SFTSettings": "settings",
-    "import_paper_trajectories": "paper_import",
-    "launch_sft": "launch",
-    "load_conversations": "conversations",
-    "load_paper_trajectories": "paper_import",
-    "prepare_sft": "train",
-    "run_sft": "launch",
-    "train_sft": "train",
-    "trajectories_to_dataset": "trajectories",
-})
+_EXPORTS = MappingProxyType(
+    {
+        "FilterRules": "trajectories",
+        "SFTResult": "settings",
+        "SFTSettings": "settings",
+        "import_paper_trajectories": "paper_import",
+        "launch_sft": "launch",
+        "load_conversations": "conversations",
+        "load_paper_trajectories": "paper_import",
+        "prepare_sft": "train",
+        "run_sft": "launch",
+        "train_sft": "train",
+        "trajectories_to_dataset": "trajectories",
+    }
+)
 """The package's entry points and the module each lives in (imported on first use, :func:`lazy_exports`)."""
 
 __all__ = sorted(_EXPORTS)

@@ -1,5 +1,4 @@
-"""The SFT entry point each process of a launch runs (``python -m agentdistill.distill.sft``).
-"""
+"""The SFT entry point each process of a launch runs (``python -m agentdistill.distill.sft``)."""
 
 from __future__ import annotations
 

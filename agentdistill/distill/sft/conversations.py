@@ -1,5 +1,4 @@
-"""Training rows as a ``datasets.Dataset`` of ``messages``, from rows in memory or a file.
-"""
+"""Training rows as a ``datasets.Dataset`` of ``messages``, from rows in memory or a file."""
 
 from __future__ import annotations
 

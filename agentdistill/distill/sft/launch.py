@@ -1,21 +1,16 @@
-"""An SFT run in this process or in N (``accelerate launch``), with its output directory claimed first.
-"""
+"""An SFT run in this process or in N (``accelerate launch``), with its output directory claimed first."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentdistill.distill.launch import (
-    LaunchOptions,
-    launch_training,
-)
+from agentdistill.distill.launch import LaunchOptions, launch_training
 from agentdistill.distill.sft.conversations import as_conversations, load_conversations
 from agentdistill.distill.sft.settings import RESULT_FILENAME, SETTINGS_FILENAME, SFTResult, SFTSettings
 from agentdistill.distill.sft.train import train_sft
@@ -23,8 +18,6 @@ from agentdistill.runs import RunDirectory, claim_run_directory
 
 if TYPE_CHECKING:
     from datasets import Dataset
-
-logger = logging.getLogger(__name__)
 
 
 SFT_MODULE = "agentdistill.distill.sft"
@@ -58,12 +51,16 @@ def launch_sft(
     """
     if settings is not None and config is not None:
         raise ValueError("pass settings or config, not both")
-    resolved = settings if settings is not None else (SFTSettings.from_yaml(config) if config is not None else SFTSettings())
+    resolved = (
+        settings if settings is not None else (SFTSettings.from_yaml(config) if config is not None else SFTSettings())
+    )
     from_file = isinstance(dataset, (str, os.PathLike))
     rows = load_conversations(dataset) if from_file else as_conversations(dataset)
     options = options or LaunchOptions()
     with claim_sft_directory(out_dir, conversations_digest(rows), student, resolved, merge=merge):
-        return _launch_sft(dataset if from_file else rows, student, out_dir, settings=resolved, merge=merge, options=options)
+        return _launch_sft(
+            dataset if from_file else rows, student, out_dir, settings=resolved, merge=merge, options=options
+        )
 
 
 def _launch_sft(
@@ -125,8 +122,15 @@ def run_sft(
 
 RESUMABLE_SETTINGS = frozenset(
     {
-        "max_steps", "epochs", "logging_steps", "save_strategy", "save_steps", "save_total_limit",
-        "wandb_project", "wandb_run_name", "wandb_samples",
+        "max_steps",
+        "epochs",
+        "logging_steps",
+        "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "wandb_project",
+        "wandb_run_name",
+        "wandb_samples",
     }
 )
 """SFT settings a rerun may change and still resume its directory. Raising ``max_steps`` or ``epochs`` trains

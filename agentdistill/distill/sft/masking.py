@@ -1,5 +1,4 @@
-"""The assistant-only loss: which tokens of a conversation the student is trained on (see the package docstring).
-"""
+"""The assistant-only loss: which tokens of a conversation the student is trained on (see the package docstring)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The paper's released teacher trajectories (smolagents logs) read as rows, records and conversations.
-"""
+"""The paper's released teacher trajectories (smolagents logs) read as rows, records and conversations."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What an SFT run is set to do and what it produced; no torch import, so a config is checked quickly.
-"""
+"""What an SFT run is set to do and what it produced; no torch import, so a config is checked quickly."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ from typing import ClassVar
 from agentdistill.settings import StrictSettings
 
 MERGED_DIRNAME = "merged"
-
-
 
 
 SETTINGS_FILENAME = "sft_settings.yaml"
@@ -110,7 +107,6 @@ class SFTSettings(StrictSettings):
             raise ValueError("logging_steps and save_steps must be positive")
         if self.wandb_samples < 0:
             raise ValueError(f"wandb_samples must be >= 0, got {self.wandb_samples!r}")
-
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
-"""One SFT process: the student, the masking and TRL's ``SFTTrainer``, trained, saved and reported.
-"""
+"""One SFT process: the student, the masking and TRL's ``SFTTrainer``, trained, saved and reported."""
 
 from __future__ import annotations
 
@@ -18,18 +17,8 @@ from agentdistill.distill.launch import RANKS_DIRNAME
 from agentdistill.distill.loading import BASE_DIRNAME, SCRATCH_PREFIX, load_or_build_scratch_base, resolve_student
 from agentdistill.distill.sft.conversations import as_conversations
 from agentdistill.distill.sft.masking import has_generation_markers, pretokenize, tokenize_with_mask
-from agentdistill.distill.sft.settings import (
-    MERGED_DIRNAME,
-    RESULT_FILENAME,
-    SETTINGS_FILENAME,
-    SFTResult,
-    SFTSettings,
-)
-from agentdistill.distill.training import (
-    RankRecorder,
-    last_complete_checkpoint,
-    platform_arguments,
-)
+from agentdistill.distill.sft.settings import MERGED_DIRNAME, RESULT_FILENAME, SETTINGS_FILENAME, SFTResult, SFTSettings
+from agentdistill.distill.training import RankRecorder, last_complete_checkpoint, platform_arguments
 from agentdistill.tracking import training_wandb_run
 
 if TYPE_CHECKING:
@@ -224,8 +213,11 @@ def _sft_config(settings: SFTSettings, out: Path) -> Any:
         save_total_limit=settings.save_total_limit,
         packing=settings.packing,
         **platform_arguments(
-            SFTConfig, bf16=settings.bf16, gradient_checkpointing=settings.gradient_checkpointing,
-            wandb_project=settings.wandb_project, run_name=settings.wandb_run_name or out.name,
+            SFTConfig,
+            bf16=settings.bf16,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            wandb_project=settings.wandb_project,
+            run_name=settings.wandb_run_name or out.name,
         ),
         include_num_input_tokens_seen="non_padding",  # logs input tokens and tokens/s
         assistant_only_loss=False,  # set by prepare_sft once the chat template is known

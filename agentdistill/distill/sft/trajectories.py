@@ -58,11 +58,7 @@ from agentdistill.distill.sft.paper_import import (
 )
 from agentdistill.envs.paper import ProtocolName, check_protocol_name
 from agentdistill.envs.paper.prompts import PaperPrompts
-from agentdistill.envs.prompts import (
-    PromptVariant,
-    ToolSpec,
-    build_system_prompt,
-)
+from agentdistill.envs.prompts import PromptVariant, ToolSpec, build_system_prompt
 from agentdistill.errors import UserError
 from agentdistill.rollouts.records import RECORD_KEYS, RECORD_PREFIX, recorded_protocol
 
