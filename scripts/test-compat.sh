@@ -27,5 +27,6 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 "$VENV/bin/python" -c "import transformers; print('compatibility run: transformers', transformers.__version__)"
-exec "$VENV/bin/python" -m pytest tests/distill/test_sft.py tests/distill/test_grpo.py tests/policies/test_hf_policy.py \
+exec "$VENV/bin/python" -m pytest tests/distill/test_sft.py tests/distill/test_grpo.py tests/distill/test_opd.py \
+    tests/distill/test_importance.py tests/policies/test_hf_policy.py \
     tests/rollouts/test_hf_rollout.py "$@"
