@@ -44,10 +44,12 @@ reason, and the rest of the batch is unaffected.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
 import threading
+import time
 import warnings
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import replace
@@ -87,7 +89,8 @@ _T = TypeVar("_T")
 
 
 def parse_openai_spec(spec: str) -> tuple[str, str]:
-    """``(base_url, model)`` from ``"openai:http://host:8000/v1#Qwen/Qwen2.5-32B-Instruct"``.
+    """``(base_url, model)`` from ``"openai:http://host:8000/v1#Qwen/Qwen2.5-32B-Instruct"``; ``base_url`` may
+    list several replicas of one model, comma-separated (``openai:http://a:8000/v1,http://b:8000/v1#MODEL``).
 
     The model follows the first ``#``: model names contain ``/`` but never ``#``, and a URL fragment
     means nothing to an API server.
@@ -98,7 +101,7 @@ def parse_openai_spec(spec: str) -> tuple[str, str]:
     base_url, model = base_url.strip(), model.strip()
     if not separator or not model:
         raise ValueError(f"policy spec {spec!r} names no model: expected 'openai:<base_url>#<model>'")
-    _chat_url(base_url)  # validates the URL
+    _replica_urls(base_url)  # validates every URL
     return base_url, model
 
 
@@ -124,6 +127,14 @@ class OpenAIPolicy:
             vLLM), merged into every request last, so they override the fields set here.
         logprobs: ask for per-token logprobs and token ids (see the module docstring for the fields).
         name: the name recorded in trajectories; defaults to ``openai:<base_url>#<model>``.
+        replica_cooldown_s: with several replicas in ``base_url`` (comma-separated), how long one that could not
+            be reached is passed over before it is tried again.
+
+    Several replicas of one model (``base_url`` lists them, comma-separated) share the load with sticky routing:
+    every request of an episode (its task, from the env's ``reset`` info in the request's context; else its first
+    user message) goes to the same replica, so the replica's prefix cache keeps the episode's growing prompt. A
+    request that fails on its replica is retried on the next one (a replica that cannot be reached is passed over
+    by every request for ``replica_cooldown_s``), so a replica that dies costs retries, not episodes.
 
     The worst case for one conversation is about ``(retries + 1) * timeout_s`` plus the backoff sleeps.
     Token counts come from the response's ``usage``: ``prompt_tokens`` is the conversation's prompt;
@@ -146,8 +157,10 @@ class OpenAIPolicy:
         extra_body: Mapping[str, Any] | None = None,
         logprobs: bool = False,
         name: str | None = None,
+        replica_cooldown_s: float = 30.0,
     ) -> None:
-        self.url = _chat_url(base_url)
+        self.urls = _replica_urls(base_url)
+        self.url = self.urls[0]
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty model name, got {model!r}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
@@ -172,6 +185,8 @@ class OpenAIPolicy:
         self._semaphore: asyncio.Semaphore | None = None
         self._closed = False
         self._single_choice = False  # set once the server is seen to ignore n
+        self.replica_cooldown_s = float(replica_cooldown_s)
+        self._down_until = [0.0] * len(self.urls)  # per replica: unreachable until then (monotonic seconds)
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> OpenAIPolicy:
@@ -312,7 +327,7 @@ class OpenAIPolicy:
         every failure becomes failed completions."""
         try:
             body = self.request_body(request, params)
-            payload = await self._post(client, semaphore, body)
+            payload = await self._post(client, semaphore, body, routing_key(request))
             try:
                 return completions_from_response(payload, params), len(payload["choices"])
             except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -325,36 +340,49 @@ class OpenAIPolicy:
         return [Completion.failed(f"{self.name}: {reason}") for _ in range(params.n)], 0
 
     async def _post(
-        self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, body: dict[str, Any]
+        self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, body: dict[str, Any], key: str
     ) -> Mapping[str, Any]:
         attempts = self.retries + 1
+        home = _stable_hash(key) % len(self.urls)
         for attempt in range(1, attempts + 1):
+            replica = self._replica(home, attempt)
+            url = self.urls[replica]
             try:
                 # The slot is held for the attempt only: a request waiting to retry leaves it to others.
                 async with semaphore:
-                    return await self._attempt(client, body)
+                    return await self._attempt(client, url, body)
             except _Fatal as failure:
                 raise _RequestFailed(_with_attempts(str(failure), attempt)) from failure
             except _Retryable as failure:
+                if failure.unreachable and len(self.urls) > 1:
+                    self._down_until[replica] = time.monotonic() + self.replica_cooldown_s
                 if attempt == attempts:
                     raise _RequestFailed(_with_attempts(str(failure), attempt)) from failure
-                delay = self._delay(attempt, failure.retry_after)
-                logger.warning(
-                    "%s: %s (attempt %d of %d); retrying in %.2f s", self.url, failure, attempt, attempts, delay
-                )
+                delay = 0.0 if failure.unreachable and len(self.urls) > 1 else self._delay(attempt, failure.retry_after)
+                logger.warning("%s: %s (attempt %d of %d); retrying in %.2f s", url, failure, attempt, attempts, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Mapping[str, Any]:
+    def _replica(self, home: int, attempt: int) -> int:
+        """The replica of an attempt: the request's own (``home``) first, the next ones on retries, passing over
+        replicas that could not be reached lately (all of them, when none can)."""
+        count = len(self.urls)
+        order = [(home + attempt - 1 + offset) % count for offset in range(count)]
+        now = time.monotonic()
+        reachable = [replica for replica in order if self._down_until[replica] <= now]
+        return (reachable or order)[0]
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Mapping[str, Any]:
         try:
             # httpx's timeouts bound each network phase only: a server (or proxy) that dribbles its answer a
             # few bytes at a time would never trip them. The whole attempt gets ``timeout_s``.
             async with asyncio.timeout(self.timeout_s):
-                response = await client.post(self.url, json=body)
+                response = await client.post(url, json=body)
         except (httpx.TimeoutException, TimeoutError) as error:
             raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(error).__name__})") from error
         except httpx.TransportError as error:
-            raise _Retryable(f"network error ({type(error).__name__}: {error or 'no detail'})") from error
+            message = f"network error ({type(error).__name__}: {error or 'no detail'})"
+            raise _Retryable(message, unreachable=isinstance(error, httpx.ConnectError)) from error
         status = response.status_code
         if status == 429 or status >= 500:
             raise _Retryable(f"HTTP {status}{_detail(response)}", retry_after=_retry_after(response))
@@ -510,9 +538,11 @@ class _RequestFailed(Exception):
 class _Retryable(Exception):
     """Internal: one attempt failed in a way another attempt might not."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unreachable = unreachable
+        """The server could not be reached at all (not a slow or failing answer)."""
 
 
 class _Fatal(Exception):
@@ -571,6 +601,30 @@ def _detail(response: httpx.Response) -> str:
 def _snippet(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _replica_urls(base_url: str) -> tuple[str, ...]:
+    """The chat completions endpoint of every replica ``base_url`` lists (comma-separated; checked here)."""
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a string like 'http://127.0.0.1:8000/v1', got {base_url!r}")
+    urls = tuple(_chat_url(part) for part in base_url.split(","))
+    if len(set(urls)) != len(urls):
+        raise ValueError(f"base_url {base_url!r} lists a replica twice")
+    return urls
+
+
+def routing_key(request: PolicyRequest) -> str:
+    """What keeps an episode on one replica: its env and task (from the env's ``reset`` info), else the first
+    user message (an episode's task turn)."""
+    context = request.context
+    if context.get("task_id") is not None or context.get("task_index") is not None:
+        return f"{context.get('env_id')}|{context.get('task_id')}|{context.get('task_index')}"
+    return next((str(message.get("content")) for message in request.messages if message.get("role") == "user"), "")
+
+
+def _stable_hash(key: str) -> int:
+    """The same number for the same key in every process (Python's ``hash`` of a string is salted per process)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", errors="replace")).digest()[:8], "big")
 
 
 def _chat_url(base_url: str) -> str:
