@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from agentdistill.envs.codeact import END_CODE
 from agentdistill.envs.paper.codeact import PAPER_STOP
 from agentdistill.envs.sag import VOTES, encode_candidates
+from agentdistill.envs.tools.sandbox import SharedLocalSandboxes
 from agentdistill.policies.base import Completion, Policy, PolicyRequest, SamplingParams
 from agentdistill.rollouts.figures import is_action
 from agentdistill.rollouts.ftp import prefix_for
@@ -85,9 +86,13 @@ class SAGSettings:
 def make_rollout_envs(
     env_id: str, num_envs: int, *, vectorization_mode: str = "sync", **env_kwargs: Any
 ) -> gym.vector.VectorEnv:
-    """A vector env as :func:`run_rollouts` needs it: no automatic resets."""
+    """A vector env as :func:`run_rollouts` needs it: no automatic resets. Envs stepped in this process share
+    their sandbox zygotes (:class:`~agentdistill.envs.tools.sandbox.SharedLocalSandboxes`) unless ``sandbox`` is
+    given: one interpreter with the allowed modules imported serves them all, each episode in a worker of its own."""
     if num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    if vectorization_mode == "sync" and "sandbox" not in env_kwargs:
+        env_kwargs = {**env_kwargs, "sandbox": SharedLocalSandboxes()}
     return gym.make_vec(
         env_id,
         num_envs=num_envs,

@@ -74,3 +74,15 @@ def test_rl_benchmark_runs_its_pipeline_at_smoke_size(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "gain (paired, ± s.e.)" in result.stdout and "success before" in result.stdout
     assert (tmp_path / "rl-seed0" / "rl_result.json").is_file()
+
+
+def test_envs_benchmark_compares_shared_and_own_zygotes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "envs.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("shared ", "own ", "per extra env", "memory per extra env:"):
+        assert row in result.stdout

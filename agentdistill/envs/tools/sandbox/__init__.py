@@ -8,18 +8,38 @@ interface.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Callable, Collection, Mapping, Union
 
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, Sandbox, SandboxLimits, ToolCall, ToolFunction
 from agentdistill.envs.tools.sandbox.e2b import E2BSandbox, SandboxUnavailableError
-from agentdistill.envs.tools.sandbox.local import LocalSandbox, SandboxIsolationError, SandboxIsolationWarning
+from agentdistill.envs.tools.sandbox.local import (
+    LocalSandbox,
+    SandboxIsolationError,
+    SandboxIsolationWarning,
+    ZygotePool,
+)
 
 SandboxFactory = Callable[..., Sandbox]
 """Builds a sandbox from keyword arguments ``tools``, ``allowed_imports`` and ``limits``."""
 
 SandboxSpec = Union[str, SandboxFactory]
 
-SANDBOX_BACKENDS: Mapping[str, SandboxFactory] = {"local": LocalSandbox, "e2b": E2BSandbox}
+SANDBOX_BACKENDS: Mapping[str, SandboxFactory] = MappingProxyType({"local": LocalSandbox, "e2b": E2BSandbox})
+
+
+class SharedLocalSandboxes:
+    """A sandbox factory (``sandbox=`` of an env) whose local sandboxes share zygotes (:class:`ZygotePool`): the
+    envs of one process built with the same factory (the rollout loop's, :func:`agentdistill.rollouts.loop.
+    make_rollout_envs`) start one zygote per distinct setting instead of one each."""
+
+    def __init__(self) -> None:
+        self.zygotes = ZygotePool()
+
+    def __call__(
+        self, *, tools: Mapping[str, ToolFunction], allowed_imports: Collection[str] | None, limits: SandboxLimits
+    ) -> LocalSandbox:
+        return LocalSandbox(tools=tools, allowed_imports=allowed_imports, limits=limits, zygotes=self.zygotes)
 
 
 def make_sandbox(
@@ -49,7 +69,9 @@ __all__ = [
     "SandboxLimits",
     "SandboxSpec",
     "SandboxUnavailableError",
+    "SharedLocalSandboxes",
     "ToolCall",
     "ToolFunction",
+    "ZygotePool",
     "make_sandbox",
 ]

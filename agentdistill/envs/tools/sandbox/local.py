@@ -31,12 +31,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Collection, Literal, Mapping, Sequence
+from typing import Any, Callable, Collection, Literal, Mapping, Sequence
 
 from agentdistill.envs.tools.sandbox import zygote as zygote_module
 from agentdistill.envs.tools.sandbox.base import ExecutionResult, SandboxLimits, ToolCall, ToolFunction
@@ -108,6 +109,64 @@ class _Zygote:
     process: subprocess.Popen[bytes]
     control: socket.socket
     isolation: str
+    detail: object = None
+    """Why the isolation is what it is (the zygote's own words), for the warning."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """One request at a time on the control socket: sandboxes sharing the zygote take turns."""
+    users: int = 0
+
+
+class ZygotePool:
+    """Zygotes shared by the :class:`LocalSandbox` es of one process that run model code the same way.
+
+    A zygote costs an interpreter with the allowed modules imported (tens of MiB with numpy and sympy), and it
+    only forks: one serves every env of a process as well as it serves one, each episode still in a worker of its
+    own. Sandboxes given the same pool share one zygote per distinct setting (interpreter, tools' names, allowed
+    and preloaded imports, limits, isolation), started by the first, stopped when the last one closes. A zygote
+    that dies (the OOM killer, a stray signal) ends the episodes it forked, and only those; the next sandbox to
+    start an episode starts its replacement, which the others then use too.
+
+    A pool is copied by reference (``copy.deepcopy`` keeps it: envs built from one set of keyword arguments share
+    it) and pickled empty (envs in other processes get pools of their own).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._zygotes: dict[str, _Zygote] = {}
+
+    def acquire(self, key: str, start: Callable[[], _Zygote]) -> _Zygote:
+        """The live zygote for ``key``, started with ``start`` when there is none (or only a dead one)."""
+        with self._lock:
+            zygote = self._zygotes.get(key)
+            if zygote is None or zygote.process.poll() is not None:
+                zygote = start()
+                self._zygotes[key] = zygote
+            zygote.users += 1
+            return zygote
+
+    def release(self, key: str, zygote: _Zygote) -> None:
+        """One sandbox is done with ``zygote``; the last one stops it."""
+        with self._lock:
+            zygote.users -= 1
+            if zygote.users > 0:
+                return
+            if self._zygotes.get(key) is zygote:
+                del self._zygotes[key]
+        _stop_zygote(zygote)
+
+    def live_zygotes(self) -> int:
+        """How many zygotes the pool runs now (for tests and benchmarks)."""
+        with self._lock:
+            return sum(1 for zygote in self._zygotes.values() if zygote.process.poll() is None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ZygotePool:
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
 
 
 @dataclass
@@ -116,6 +175,18 @@ class _Resources:
 
     zygote: _Zygote | None = None
     episode: _Episode | None = None
+    pool: ZygotePool | None = None
+    pool_key: str = ""
+
+    def drop_zygote(self) -> None:
+        """Stop using the zygote: give it back to the pool, or stop it when it is this sandbox's own."""
+        zygote, self.zygote = self.zygote, None
+        if zygote is None:
+            return
+        if self.pool is not None:
+            self.pool.release(self.pool_key, zygote)
+        else:
+            _stop_zygote(zygote)
 
 
 @dataclass(frozen=True)
@@ -142,22 +213,23 @@ def _stop_episode(episode: _Episode) -> None:
     shutil.rmtree(episode.workdir, ignore_errors=True)
 
 
+def _stop_zygote(zygote: _Zygote) -> None:
+    zygote.control.close()  # the zygote reads EOF and exits; its episodes die with it
+    try:
+        os.killpg(zygote.process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        zygote.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _release(resources: _Resources) -> None:
     if resources.episode is not None:
         _stop_episode(resources.episode)
         resources.episode = None
-    if resources.zygote is not None:
-        zygote = resources.zygote
-        resources.zygote = None
-        zygote.control.close()  # the zygote reads EOF and exits; its episodes die with it
-        try:
-            os.killpg(zygote.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            zygote.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+    resources.drop_zygote()
 
 
 class LocalSandbox:
@@ -173,6 +245,8 @@ class LocalSandbox:
             imports). Each costs memory in the zygote, once per sandbox.
         max_parallel: how many SAG candidates run at once (default: the number of CPUs).
         python: the interpreter that runs the workers (defaults to this one, so the same packages).
+        zygotes: a :class:`ZygotePool` to share zygotes with the other sandboxes of this process
+            (default: a zygote of this sandbox's own).
     """
 
     def __init__(
@@ -185,6 +259,7 @@ class LocalSandbox:
         preload: Collection[str] | None = None,
         max_parallel: int | None = None,
         python: str = sys.executable,
+        zygotes: ZygotePool | None = None,
     ) -> None:
         if isolation not in ("auto", "namespaces", "process"):
             raise ValueError(f"isolation must be 'auto', 'namespaces' or 'process', got {isolation!r}")
@@ -197,7 +272,7 @@ class LocalSandbox:
         self.limits = limits or SandboxLimits()
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self._python = python
-        self._resources = _Resources()
+        self._resources = _Resources(pool=zygotes, pool_key=json.dumps([python, self._zygote_init()], sort_keys=True))
         self._finalizer = weakref.finalize(self, _release, self._resources)
 
     # --- the Sandbox interface ------------------------------------------------------------------
@@ -290,11 +365,29 @@ class LocalSandbox:
         return {"op": "exec", "code": code, "timeout_s": self.limits.step_timeout_s}
 
     def _zygote(self) -> _Zygote:
-        if self._resources.zygote is None:
-            self._resources.zygote = self._start_zygote()
-        return self._resources.zygote
+        resources = self._resources
+        if resources.zygote is None:
+            if resources.pool is not None:
+                resources.zygote = resources.pool.acquire(resources.pool_key, self._start_zygote)
+            else:
+                resources.zygote = self._start_zygote()
+            self._check_isolation(resources.zygote.isolation, resources.zygote.detail)
+        return resources.zygote
+
+    def _zygote_init(self) -> dict[str, Any]:
+        """What a zygote is started with: everything that decides how it runs model code."""
+        return {
+            "tools": sorted(self._tools),
+            "allowed_imports": self._allowed_imports,
+            "preload": self._preload,
+            "limits": self.limits.as_worker_limits(),
+            "output_limit": self.limits.output_chars,
+            "isolate": self.isolation_mode != "process",
+            "scratch_bytes": self.limits.scratch_bytes,
+        }
 
     def _start_zygote(self) -> _Zygote:
+        """A started zygote, ready to fork; a zygote that fails to start is stopped before this raises."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             process = subprocess.Popen(  # noqa: S603 - fixed argv: our interpreter and our zygote script
@@ -309,35 +402,30 @@ class LocalSandbox:
             )
         finally:
             theirs.close()
-        init = {
-            "tools": sorted(self._tools),
-            "allowed_imports": self._allowed_imports,
-            "preload": self._preload,
-            "limits": self.limits.as_worker_limits(),
-            "output_limit": self.limits.output_chars,
-            "isolate": self.isolation_mode != "process",
-            "scratch_bytes": self.limits.scratch_bytes,
-        }
         zygote = _Zygote(process, ours, isolation="starting")
-        self._resources.zygote = zygote
-        ready = self._control_request(zygote, init, _STARTUP_TIMEOUT_S)
-        if ready.get("op") != "ready":
-            raise ProtocolError(f"the sandbox zygote sent {ready.get('op')!r} instead of 'ready'")
+        try:
+            ready = self._control_request(zygote, {"op": "init", **self._zygote_init()}, _STARTUP_TIMEOUT_S)
+            if ready.get("op") != "ready":
+                raise ProtocolError(f"the sandbox zygote sent {ready.get('op')!r} instead of 'ready'")
+        except BaseException:
+            _stop_zygote(zygote)
+            raise
         zygote.isolation = str(ready.get("isolation", "process"))
-        self._check_isolation(zygote.isolation, ready.get("detail"))
+        zygote.detail = ready.get("detail")
         return zygote
 
     def _control_request(
         self, zygote: _Zygote, message: dict[str, Any], timeout_s: float, descriptors: Sequence[int] = ()
     ) -> dict[str, Any]:
         payload = json.dumps(message).encode("ascii")
-        if descriptors:
-            socket.send_fds(zygote.control, [payload], list(descriptors))
-        else:
-            zygote.control.send(payload)
-        if not select.select([zygote.control], [], [], timeout_s)[0]:
-            raise ProtocolError(f"the sandbox zygote did not answer {message['op']!r} within {timeout_s:g} s")
-        reply = zygote.control.recv(_CONTROL_BUFFER)
+        with zygote.lock:
+            if descriptors:
+                socket.send_fds(zygote.control, [payload], list(descriptors))
+            else:
+                zygote.control.send(payload)
+            if not select.select([zygote.control], [], [], timeout_s)[0]:
+                raise ProtocolError(f"the sandbox zygote did not answer {message['op']!r} within {timeout_s:g} s")
+            reply = zygote.control.recv(_CONTROL_BUFFER)
         if not reply:
             raise ProtocolError("the sandbox zygote exited")
         return dict(json.loads(reply))
@@ -426,9 +514,7 @@ class LocalSandbox:
         return True
 
     def _drop_zygote(self) -> None:
-        zygote, self._resources.zygote = self._resources.zygote, None
-        if zygote is not None:
-            zygote.control.close()
+        self._resources.drop_zygote()
 
     def _await_result(
         self, channel: _Channel, started: float, tool_calls: list[ToolCall], overran: list[_ToolOverrun]
