@@ -137,10 +137,9 @@ def test_the_paper_judge_sends_the_papers_prompt_as_one_user_message(judge_serve
                                 JudgeItem(question, "Harvey Pekar", "Denise Levertov")])
     assert [(verdict.score, verdict.failed) for verdict in verdicts] == [(1, False), (0, False)]
     assert verdicts[0].explanation == "gold found in the prediction" and verdicts[0].attempts == 1
-    body = server.bodies[0]
-    assert body["messages"] == [
-        {"role": "user", "content": paper_prompt(question, "It was Denise Levertov, born 1923.", "Denise Levertov")}
-    ]
+    expected = paper_prompt(question, "It was Denise Levertov, born 1923.", "Denise Levertov")
+    (body,) = [sent for sent in server.bodies if sent["messages"][0]["content"] == expected]  # sent concurrently
+    assert body["messages"] == [{"role": "user", "content": expected}]
     assert body["model"] == JUDGE_MODEL and body["n"] == 1 and "stop" not in body
     assert (body["temperature"], body["top_p"]) == (1.0, 1.0)  # the OpenAI API's defaults: the paper sets none
     assert body["response_format"] == paper_response_format()

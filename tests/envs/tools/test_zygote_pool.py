@@ -59,8 +59,11 @@ def test_a_killed_shared_zygote_is_replaced_once_and_only_its_episodes_are_lost(
         for index, box in enumerate(boxes):
             assert box.run(f"x = {index}").error is None
         (victim,) = [z for z in zygotes() if z.pid not in before]
+        workers = [psutil.Process(box.worker_pid) for box in boxes]
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=5)
+        _, alive = psutil.wait_procs(workers, timeout=10)  # each worker notices its zygote's death and exits
+        assert not alive, "episode workers outlived their zygote"
         for box in boxes:
             lost = box.run("x")
             assert lost.state_lost and lost.error is not None, "the episode died with its zygote"
