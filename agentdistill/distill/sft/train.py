@@ -138,6 +138,7 @@ def train_sft(
     settings: SFTSettings | None = None,
     *,
     merge: bool | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> SFTResult:
     """Fine-tune ``student_spec`` on ``dataset``'s conversations and save it to ``out_dir`` (see the module docstring).
 
@@ -148,12 +149,14 @@ def train_sft(
         dataset: rows with a ``messages`` list (system, user, assistant, user, ..., assistant).
         student_spec: ``scratch:tiny``, ``scratch:small``, a hub id or a local model directory.
         merge: also write ``out_dir/merged`` for a LoRA run (default: ``settings.merge_lora``).
+        callbacks: extra ``transformers.TrainerCallback`` objects, e.g. one that stops training at a wall-time
+            budget (a benchmark comparing methods at equal time).
     """
     settings = settings or SFTSettings()
     merge = settings.merge_lora if merge is None else merge
     started = time.perf_counter()
     recorder = RankRecorder()
-    prepared = prepare_sft(dataset, student_spec, out_dir, settings, callbacks=[recorder])
+    prepared = prepare_sft(dataset, student_spec, out_dir, settings, callbacks=[recorder, *callbacks])
     trainer, out = prepared.trainer, prepared.out_dir
     is_main = trainer.args.process_index == 0
     if is_main:
