@@ -99,3 +99,27 @@ def test_reset_and_close_end_candidates_and_replaced_workers(sandbox: LocalSandb
             break
         time.sleep(0.05)
     assert not _session_members(session)
+
+
+def test_an_episode_lost_between_candidate_batches_loses_every_candidates_state() -> None:
+    """Candidates run ``max_parallel`` at a time; when the episode's worker cannot fork a later batch (here: its
+    process limit, reached because the first batch's candidates stay alive to be adopted), the episode is gone. The
+    first batch's results keep what they printed but report the state as lost, so nothing tries to adopt a state
+    that no longer belongs to any episode, and the next cell runs in a fresh episode."""
+    box = LocalSandbox(limits=SandboxLimits(step_timeout_s=5.0, kill_grace_s=1.0, processes=4), max_parallel=2)
+    try:
+        box.run("x = 1")
+        if box.isolation != "namespaces":
+            pytest.skip(
+                f"the process limit binds only an episode dropped to its own user id (root); here: {box.isolation}"
+            )
+        results = box.run_candidates([f"print({n})" for n in range(4)])
+        assert [(r.logs.strip(), r.state_lost) for r in results[:2]] == [("0", True), ("1", True)]
+        assert all(r.state_lost and "stopped unexpectedly" in (r.error or "") for r in results[2:])
+        for index in range(4):
+            with pytest.raises(ValueError, match=f"no candidate {index} to adopt"):
+                box.adopt(index)
+        fresh = box.run("'x' in globals()")
+        assert fresh.value == "False" and fresh.error is None
+    finally:
+        box.close()

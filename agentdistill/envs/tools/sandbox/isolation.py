@@ -12,7 +12,7 @@ before any model code. With root (as in CI and most containers):
    process model code started, even one that left the process group; the outer process only waits
    and passes the child's exit status on;
 4. the child mounts a /proc that shows only the namespace, hands the work directory to a user id
-   of its sandbox (unique while the sandbox lives: a base plus the zygote's pid), and drops to that user, so
+   of its episode (unique while the episode lives: a base plus the episode process's pid), and drops to that user, so
    writes outside the work directory are refused by plain file permissions, other processes (the env
    included) cannot be signalled or inspected, and ``RLIMIT_NPROC`` counts this worker's processes only.
    It keeps one capability, ``CAP_DAC_READ_SEARCH`` (read any file), because the interpreter and its
@@ -48,7 +48,7 @@ CAP_DAC_READ_SEARCH = 2
 _CAPABILITY_VERSION_3 = 0x20080522
 
 SANDBOX_UID_BASE = 1_000_000_000
-"""User ids of sandboxes start here, far from real accounts; the zygote's pid is added."""
+"""User ids of episodes start here, far from real accounts; the episode process's pid is added."""
 
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 NAMESPACES = "namespaces"

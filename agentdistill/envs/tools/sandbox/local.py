@@ -328,8 +328,12 @@ class LocalSandbox:
                 episode.candidates += self._run_batch(episode, batch)
             except (ProtocolError, OSError) as failure:
                 lost = self._lost_episode(episode, failure, [], 0.0)
-                failed = len(codes) - len(episode.candidates)
-                episode.candidates += [_Candidate(None, lost) for _ in range(failed)]
+                # The episode is gone, so no candidate can become its state: those of earlier batches keep what
+                # they printed but report the state as lost (the next step starts a fresh episode).
+                ran = [replace(candidate.result, state_lost=True) for candidate in episode.candidates]
+                self._discard_candidates(episode)
+                episode.candidates = [_Candidate(None, result) for result in ran]
+                episode.candidates += [_Candidate(None, lost) for _ in range(len(codes) - len(ran))]
                 break
         return [candidate.result for candidate in episode.candidates]
 
@@ -554,7 +558,8 @@ class LocalSandbox:
                 sock.close()
         forked = read_frame(main.data.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
         if forked["op"] != "forked":
-            raise ProtocolError(f"the episode worker sent {forked['op']!r} instead of 'forked'")
+            detail = f" ({forked['error']})" if forked.get("error") else ""
+            raise ProtocolError(f"the episode worker sent {forked['op']!r} instead of 'forked'{detail}")
         main.pids = tuple(int(pid) for pid in forked["pids"])
         started = time.monotonic()
         outcomes = self._collect([channel for channel, _ in pairs], started)

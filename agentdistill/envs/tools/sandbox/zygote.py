@@ -70,7 +70,6 @@ class Zygote:
         self.exits: dict[int, int] = {}
         self.workdirs: dict[int, str] = {}
         """The directory of each episode not yet reaped, removed here if the parent goes first (see :meth:`serve`)."""
-        self.uid = isolation.SANDBOX_UID_BASE + os.getpid()
 
     def _isolate(self) -> tuple[str, str | None]:
         if not self.init.get("isolate"):
@@ -119,8 +118,11 @@ class Zygote:
             self.control.close()
             code = 0
             try:
+                # A user id per episode, not per zygote: the zygote serves every sandbox of a process, and
+                # episodes of one user id would share its process limit and could write into each other's files.
+                uid = self.isolation.SANDBOX_UID_BASE + os.getpid()
                 self.isolation.enter_episode(
-                    workdir, level=self.level, uid=self.uid, scratch_bytes=int(self.init["scratch_bytes"])
+                    workdir, level=self.level, uid=uid, scratch_bytes=int(self.init["scratch_bytes"])
                 )
                 channel = self.worker.Channel(descriptors[0], descriptors[1])
                 self.worker.start_episode(self.init, channel, self.level, self.detail)
