@@ -155,6 +155,33 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
                         "judge_prompt.txt and task_instruction.txt")
 
 
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address``: run the envs on this machine or as Ray actors over a cluster."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where the envs run: local (this machine, default) or ray (Ray actors over a cluster; "
+                        'pip install -e ".[ray]")')
+    parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                        help="with --executor ray: the cluster's head (`ray start --head` prints it); default: "
+                        "RAY_ADDRESS, else a Ray started on this machine")
+
+
+def executor_settings(args: argparse.Namespace) -> dict[str, str | None]:
+    """``executor`` and ``ray_address`` as the flags say, refused in one line when they contradict each other or
+    Ray is not installed (before anything slow loads)."""
+    from agentdistill.errors import UserError
+
+    if args.executor != "ray":
+        if args.ray_address is not None:
+            raise UserError(f"--ray-address {args.ray_address} is read only with --executor ray")
+        return {"executor": "local", "ray_address": None}
+    if getattr(args, "mode", "sync") != "sync":
+        raise UserError(f"--mode {args.mode} is for the local executor: drop it with --executor ray")
+    from agentdistill.rollouts.ray_envs import import_ray
+
+    import_ray()
+    return {"executor": "ray", "ray_address": args.ray_address}
+
+
 def protocol_env_args(args: argparse.Namespace) -> dict[str, object]:
     """The env arguments ``--protocol``/``--prompts-dir`` stand for (none for the default protocol)."""
     from agentdistill.errors import UserError
@@ -188,6 +215,7 @@ def _add_rollout_commands(commands: argparse._SubParsersAction) -> None:
     _add_env_policy_tasks(rollout)
     rollout.add_argument("--num-envs", type=positive_int, default=8, help="envs stepped together (default: 8)")
     rollout.add_argument("--mode", choices=("sync", "async"), default="sync", help="vector env kind (default: sync)")
+    _add_executor_arguments(rollout)
     rollout.add_argument("--out", required=True,
                          help="trajectory file (JSON Lines); a rerun with the same settings resumes it, a file of "
                          "another run is refused")
@@ -257,6 +285,7 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--prompt-variant", choices=("full", "short"), default="full",
                           help="system prompt of the envs: students trained by `agentdistill distill` use short")
     evaluate.add_argument("--num-envs", type=positive_int, default=8, help="envs stepped together (default: 8)")
+    _add_executor_arguments(evaluate)
     evaluate.add_argument("--max-new-tokens", type=positive_int, default=1024)
     evaluate.add_argument("--out", required=True, help="output directory (trajectories and results)")
     evaluate.add_argument("--wandb-project", default=None)
@@ -504,6 +533,7 @@ def _run_rollout(args: argparse.Namespace) -> None:
     if args.ftp:
         _check_input_file(args.ftp, "prefix file")
     _check_output(args.out, "file")
+    executor = executor_settings(args)
     import json
 
     from agentdistill.policies import make_policy
@@ -521,6 +551,7 @@ def _run_rollout(args: argparse.Namespace) -> None:
             episodes=args.episodes,
             num_envs=args.num_envs,
             vectorization_mode=args.mode,
+            **executor,
             env_kwargs=env_args,
             sampling=SamplingParams(
                 temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
@@ -588,6 +619,7 @@ def _run_eval(args: argparse.Namespace) -> None:
         _check_env(env_id, env_args.items())
     _check_policy(args.policy)
     _check_output(args.out, "directory")
+    executor = executor_settings(args)
     import agentdistill  # noqa: F401 - registers the env ids
     from agentdistill.policies.base import SamplingParams
     from agentdistill.rollouts.evaluate import benchmark_env_kwargs, evaluate
@@ -615,6 +647,7 @@ def _run_eval(args: argparse.Namespace) -> None:
             limit=args.limit,
             sag_settings=_sag_settings(args),
             num_envs=args.num_envs,
+            **executor,
             out_dir=args.out,
             sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
             wandb_project=args.wandb_project,

@@ -21,10 +21,10 @@ if [ ! -f "$STAMP" ]; then
     # uv installs the rest in half pip's time (measured on a bare clone here: 23 s vs 49 s, the same packages and
     # versions, bytecode compiled as pip does); pip is the fallback wherever uv cannot be had.
     if ! { "$VENV/bin/python" -m pip install --quiet uv \
-        && "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --quiet --compile-bytecode -e ".[dev]"; }
+        && "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --quiet --compile-bytecode -e ".[dev,ray]"; }
     then
         echo "uv was not usable: installing with pip" >&2
-        "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+        "$VENV/bin/python" -m pip install --quiet -e ".[dev,ray]"
     fi
     rm -f "$VENV"/.installed-*
     touch "$STAMP"

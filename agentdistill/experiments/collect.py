@@ -44,7 +44,7 @@ from agentdistill.experiments.schema import TaskEntry, check_positive, check_sag
 from agentdistill.policies.base import SamplingParams
 from agentdistill.policies.judge import PaperJudge
 from agentdistill.rollouts.collect import task_range
-from agentdistill.rollouts.loop import SAGSettings
+from agentdistill.rollouts.loop import SAGSettings, check_executor, describe_executor
 
 
 def _cot_sampling() -> SamplingParams:
@@ -85,6 +85,10 @@ class CollectExperiment:
     default, BM25 over the split's paragraphs)."""
     num_envs: int = 8
     vectorization_mode: Literal["sync", "async"] = "sync"
+    executor: Literal["local", "ray"] = "local"
+    """``ray``: the envs run as Ray actors over the cluster at ``ray_address`` (``pip install -e ".[ray]"``)."""
+    ray_address: str | None = None
+    """With ``executor: ray``, the cluster's head, ``HOST:PORT`` (``null``: ``RAY_ADDRESS``, else a local Ray)."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     sag: SAGSettings | None = None
     ftp: FTPSection | None = None
@@ -105,6 +109,7 @@ class CollectExperiment:
         check_task_entries(self.tasks)
         check_sag(self.sag)
         check_positive(num_envs=self.num_envs)
+        check_executor(self.executor, self.ray_address, self.vectorization_mode)
         if self.ftp is not None and self.ftp.files:
             names = {entry.label for entry in self.tasks}
             unknown = sorted(set(self.ftp.files) - names)
@@ -176,7 +181,8 @@ def plan(config: CollectExperiment, where: Location) -> Plan:
     sampling = config.sampling
     teacher.append(
         f"sampling: temperature {sampling.temperature}, top-p {sampling.top_p}, max {sampling.max_new_tokens} "
-        f"new tokens, seed {sampling.seed}; {config.num_envs} envs ({config.vectorization_mode})"
+        f"new tokens, seed {sampling.seed}; {config.num_envs} envs "
+        f"({describe_executor(config.executor, config.vectorization_mode, config.ray_address)})"
     )
     if config.sag is not None:
         sag = config.sag
@@ -253,6 +259,8 @@ def run(config: CollectExperiment, where: Location, write: Callable[[str], None]
                 clip=True,
                 num_envs=config.num_envs,
                 vectorization_mode=config.vectorization_mode,
+                executor=config.executor,
+                ray_address=config.ray_address,
                 env_kwargs=job.env_kwargs,
                 sampling=config.sampling,
                 sag=config.sag,

@@ -36,7 +36,7 @@ from agentdistill.experiments.registry import ExperimentKind
 from agentdistill.experiments.schema import check_benchmarks, check_positive, check_sag
 from agentdistill.policies import parse_policy_spec
 from agentdistill.policies.base import SamplingParams
-from agentdistill.rollouts.loop import SAGSettings
+from agentdistill.rollouts.loop import SAGSettings, check_executor, describe_executor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +59,10 @@ class EvalExperiment:
     """``short`` for students trained by the sft kind (the paper's student prompt); ``full`` for teachers."""
     num_envs: int = 8
     vectorization_mode: Literal["sync", "async"] = "sync"
+    executor: Literal["local", "ray"] = "local"
+    """``ray``: the envs run as Ray actors over the cluster at ``ray_address`` (``pip install -e ".[ray]"``)."""
+    ray_address: str | None = None
+    """With ``executor: ray``, the cluster's head, ``HOST:PORT`` (``null``: ``RAY_ADDRESS``, else a local Ray)."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     wandb_project: str | None = None
     progress: bool = True
@@ -77,6 +81,7 @@ class EvalExperiment:
         check_benchmarks(self.suite, self.tasks)
         check_sag(self.sag)
         check_positive(limit=self.limit, num_envs=self.num_envs)
+        check_executor(self.executor, self.ray_address, self.vectorization_mode)
 
 
 def benchmark_ids(suite: str | None, tasks: tuple[str, ...], where: Location) -> list[str]:
@@ -188,7 +193,8 @@ def plan(config: EvalExperiment, where: Location) -> Plan:
     else:
         details.append(f"no SAG: temperature {sampling.temperature}, top-p {sampling.top_p}")
     details.append(
-        f"max {sampling.max_new_tokens} new tokens per step; {config.num_envs} envs ({config.vectorization_mode})"
+        f"max {sampling.max_new_tokens} new tokens per step; {config.num_envs} envs "
+        f"({describe_executor(config.executor, config.vectorization_mode, config.ray_address)})"
     )
     kwargs_by_env = benchmark_kwargs(
         env_ids, data_root=config.data_root, retriever=config.retriever, env_args=config.env_args,
@@ -233,6 +239,8 @@ def run(config: EvalExperiment, where: Location, write: Callable[[str], None]) -
             out_dir=config.out,
             sampling=config.sampling,
             vectorization_mode=config.vectorization_mode,
+            executor=config.executor,
+            ray_address=config.ray_address,
             wandb_project=config.wandb_project,
             progress=config.progress,
             judge=config.judge,

@@ -55,6 +55,8 @@ def collect_trajectories(
     clip: bool = False,
     num_envs: int = 8,
     vectorization_mode: str = "sync",
+    executor: str = "local",
+    ray_address: str | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     sampling: SamplingParams | None = None,
     sag: SAGSettings | None = None,
@@ -70,11 +72,19 @@ def collect_trajectories(
     A rerun with the same ``out`` and settings skips the episodes already there; a file of another run is
     refused, unless ``append`` adds this run's episodes to it. ``wandb_project`` logs the running
     metrics to W&B (offline without credentials; files next to ``out``), with ``wandb_config`` as the run's
-    config. The policy is left open.
+    config. ``executor="ray"`` runs the envs as Ray actors over the cluster at ``ray_address``
+    (:mod:`agentdistill.rollouts.ray_envs`), with the same records. The policy is left open.
     """
     import agentdistill  # noqa: F401 - registers the env ids
 
-    envs = make_rollout_envs(env_id, num_envs, vectorization_mode=vectorization_mode, **dict(env_kwargs or {}))
+    envs = make_rollout_envs(
+        env_id,
+        num_envs,
+        vectorization_mode=vectorization_mode,
+        executor=executor,
+        ray_address=ray_address,
+        **dict(env_kwargs or {}),
+    )
     run = None
     try:
         indices = task_range(envs.get_attr("num_tasks")[0], start=start, episodes=episodes, env_id=env_id, clip=clip)

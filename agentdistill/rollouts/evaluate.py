@@ -34,7 +34,7 @@ from agentdistill.policies import make_policy
 from agentdistill.policies.base import Policy, SamplingParams
 from agentdistill.policies.judge import PaperJudge, as_paper_judge, judge_label
 from agentdistill.rollouts.figures import invalid_action_rate, is_agent_episode, mean_steps, success_rate
-from agentdistill.rollouts.loop import SAGSettings, make_rollout_envs, run_rollouts
+from agentdistill.rollouts.loop import SAGSettings, check_executor, make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import EpisodeRecord, latest_records, read_trajectories
 from agentdistill.runs import RunDirectory, claim_run_directory
 
@@ -437,6 +437,8 @@ def evaluate(
     out_dir: str | os.PathLike[str],
     sampling: SamplingParams | None = None,
     vectorization_mode: str = "sync",
+    executor: str = "local",
+    ray_address: str | None = None,
     wandb_project: str | None = None,
     progress: bool = True,
     judge: str | Policy | PaperJudge | None = None,
@@ -462,6 +464,9 @@ def evaluate(
         out_dir: where trajectories, results and W&B files go.
         sampling: sampling settings (greedy by default; SAG overrides temperature and top-p).
         vectorization_mode: ``"sync"`` or ``"async"`` (envs in worker processes).
+        executor: ``"local"`` (this machine) or ``"ray"`` (Ray actors over the cluster at ``ray_address``; see
+            :mod:`agentdistill.rollouts.ray_envs`). The records are the same either way.
+        ray_address: the Ray cluster's head, ``HOST:PORT`` (``None``: ``RAY_ADDRESS``, else a local Ray).
         wandb_project: also log live metrics, the table and the chart to this W&B project (offline
             without credentials; files under ``out_dir/wandb``).
         progress: show progress bars.
@@ -474,6 +479,7 @@ def evaluate(
         prompts_dir: the paper's prompt files, for a ``judge`` given as a spec or a policy.
     """
     _check_limit(limit)
+    check_executor(executor, ray_address, vectorization_mode)
     if not env_ids:
         raise ValueError("env_ids is empty: name at least one env id")
     kwargs_by_env = env_kwargs_by_env or {}
@@ -503,7 +509,8 @@ def evaluate(
             log = _prefixed_logger(run.log, env_id) if run is not None else None
             path, indices = _roll_out_env(
                 runner, env_id, env_kwargs, limit=limit, sag=sag, num_envs=num_envs, out=out,
-                sampling=sampling, vectorization_mode=vectorization_mode, progress=progress, log=log,
+                sampling=sampling, vectorization_mode=vectorization_mode, executor=executor, ray_address=ray_address,
+                progress=progress, log=log,
             )
             row = _summarize_env(env_id, env_kwargs, path, indices, judge=paper_judge, out=out, progress=progress)
             table = replace(table, rows=(*table.rows, row))
@@ -572,12 +579,16 @@ def _roll_out_env(
     out: Path,
     sampling: SamplingParams | None,
     vectorization_mode: str,
+    executor: str = "local",
+    ray_address: str | None = None,
     progress: bool,
     log: Callable[[dict[str, float]], None] | None,
 ) -> tuple[Path, list[int]]:
     """Roll out the missing episodes of one benchmark; returns its trajectory file and task indices."""
     size = max(1, min(num_envs, limit)) if limit is not None else num_envs
-    envs = make_rollout_envs(env_id, size, vectorization_mode=vectorization_mode, **env_kwargs)
+    envs = make_rollout_envs(
+        env_id, size, vectorization_mode=vectorization_mode, executor=executor, ray_address=ray_address, **env_kwargs
+    )
     path = out / "trajectories" / f"{env_id}.jsonl"
     try:
         indices = task_indices(envs.get_attr("num_tasks")[0], limit, env_id)

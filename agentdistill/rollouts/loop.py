@@ -83,14 +83,33 @@ class SAGSettings:
         )
 
 
+EXECUTORS = ("local", "ray")
+"""Where :func:`make_rollout_envs` runs the envs: this machine (``vectorization_mode`` says how), or Ray actors."""
+
+
 def make_rollout_envs(
-    env_id: str, num_envs: int, *, vectorization_mode: str = "sync", **env_kwargs: Any
+    env_id: str,
+    num_envs: int,
+    *,
+    vectorization_mode: str = "sync",
+    executor: str = "local",
+    ray_address: str | None = None,
+    **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """A vector env as :func:`run_rollouts` needs it: no automatic resets. Envs stepped in this process share
     their sandbox zygotes (:class:`~agentdistill.envs.tools.sandbox.SharedLocalSandboxes`) unless ``sandbox`` is
-    given: one interpreter with the allowed modules imported serves them all, each episode in a worker of its own."""
+    given: one interpreter with the allowed modules imported serves them all, each episode in a worker of its own.
+
+    ``executor="ray"`` runs the envs as Ray actors over the cluster at ``ray_address`` instead
+    (:class:`~agentdistill.rollouts.ray_envs.RayVectorEnv`: the same records, and a lost actor's episodes are
+    replayed on another); ``vectorization_mode`` is then not read beyond its default."""
     if num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    check_executor(executor, ray_address, vectorization_mode)
+    if executor == "ray":
+        from agentdistill.rollouts.ray_envs import RayVectorEnv
+
+        return RayVectorEnv(env_id, num_envs, env_kwargs=env_kwargs, ray_address=ray_address)
     if vectorization_mode == "sync" and "sandbox" not in env_kwargs:
         env_kwargs = {**env_kwargs, "sandbox": SharedLocalSandboxes()}
     return gym.make_vec(
@@ -100,6 +119,26 @@ def make_rollout_envs(
         vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
         **env_kwargs,
     )
+
+
+def check_executor(executor: str, ray_address: str | None = None, vectorization_mode: str = "sync") -> None:
+    """Refuse an executor setting that cannot be honoured, in one line naming the value and the fix."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "local" and ray_address is not None:
+        raise ValueError(f"ray_address {ray_address!r} is read only by the ray executor: set executor to 'ray'")
+    if executor == "ray" and vectorization_mode != "sync":
+        raise ValueError(
+            f"vectorization_mode {vectorization_mode!r} is for the local executor (the ray executor runs envs in Ray "
+            "actors): leave it at 'sync'"
+        )
+
+
+def describe_executor(executor: str, vectorization_mode: str = "sync", ray_address: str | None = None) -> str:
+    """Where the envs run, as a plan says it: ``sync``, ``async`` or ``Ray actors at ADDRESS``."""
+    if executor != "ray":
+        return vectorization_mode
+    return f"Ray actors at {ray_address}" if ray_address else "Ray actors (RAY_ADDRESS, else a local Ray)"
 
 
 class TokenPolicy(Protocol):
