@@ -421,6 +421,38 @@ def test_32_threads_share_few_inner_calls_and_get_their_own_hits(bm25: BM25Retri
     assert stats.mean_batch_size >= 4
 
 
+def staggered_asks(service: BatchingRetriever, queries: Sequence[str], gap_s: float) -> list[list[list[SearchHit]]]:
+    """Each query from its own thread, started ``gap_s`` after the previous one (callers that trickle in, as
+    requests do through the HTTP server)."""
+    with ThreadPoolExecutor(len(queries)) as pool:
+        futures = []
+        for query in queries:
+            futures.append(pool.submit(service.search, [query], 3))
+            time.sleep(gap_s)
+        return [future.result(10) for future in futures]
+
+
+def test_callers_that_keep_trickling_in_share_one_inner_call(bm25: BM25Retriever, questions: list[str]) -> None:
+    """8 callers 40 ms apart span 280 ms, beyond the 250 ms a caller waits for the next: each arrival extends
+    the wait, so they still go as one batch (a window fixed from the first caller would cut them in two)."""
+    counting = CountingRetriever(bm25)
+    queries = [f"{questions[i % len(questions)]} {i}" for i in range(8)]
+    with BatchingRetriever(counting, max_batch=32, max_wait_s=0.25, max_delay_s=10.0, cache_size=0) as service:
+        answers = staggered_asks(service, queries, gap_s=0.04)
+    assert answers == [bm25.search([query], 3) for query in queries]
+    assert [len(batch) for batch, _ in counting.calls] == [8]
+
+
+def test_a_steady_stream_of_callers_is_cut_at_max_delay(bm25: BM25Retriever, questions: list[str]) -> None:
+    """However steadily callers arrive, the first of a batch waits at most ``max_delay_s``."""
+    counting = CountingRetriever(bm25)
+    queries = [f"{questions[i % len(questions)]} {i}" for i in range(10)]
+    with BatchingRetriever(counting, max_batch=32, max_wait_s=5.0, max_delay_s=0.15, cache_size=0) as service:
+        answers = staggered_asks(service, queries, gap_s=0.04)
+    assert answers == [bm25.search([query], 3) for query in queries]
+    assert len(counting.calls) >= 2 and sum(len(batch) for batch, _ in counting.calls) == 10
+
+
 def test_duplicate_queries_are_asked_once_and_the_cache_answers_repeats(
     bm25: BM25Retriever, questions: list[str]
 ) -> None:

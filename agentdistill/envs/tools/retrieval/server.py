@@ -69,6 +69,7 @@ def create_app(
     *,
     max_batch: int = 32,
     max_wait_s: float = 0.005,
+    max_delay_s: float = 0.05,
     cache_size: int = 10_000,
     default_topk: int = 3,
     max_queries: int = DEFAULT_MAX_QUERIES,
@@ -101,7 +102,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = BatchingRetriever(retriever, max_batch=max_batch, max_wait_s=max_wait_s, cache_size=cache_size)
+        service = BatchingRetriever(
+            retriever, max_batch=max_batch, max_wait_s=max_wait_s, max_delay_s=max_delay_s, cache_size=cache_size
+        )
         executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="retrieval-request")
         app.state.retrieval = _Running(service, executor)
         try:
@@ -201,13 +204,19 @@ def serve(
     log_level: str = "info",
     max_batch: int = 32,
     max_wait_s: float = 0.005,
+    max_delay_s: float = 0.05,
     cache_size: int = 10_000,
     default_topk: int = 3,
 ) -> None:
     """Serve ``retriever`` until interrupted. Binds loopback by default: pass ``host="0.0.0.0"``
     deliberately to accept other machines (the server has no authentication)."""
     app = create_app(
-        retriever, max_batch=max_batch, max_wait_s=max_wait_s, cache_size=cache_size, default_topk=default_topk
+        retriever,
+        max_batch=max_batch,
+        max_wait_s=max_wait_s,
+        max_delay_s=max_delay_s,
+        cache_size=cache_size,
+        default_topk=default_topk,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -3,8 +3,11 @@
 Why: encoding the query is about 99 % of dense retrieval time (FlashRAG's measurements), and an
 encoder costs nearly the same for 32 queries in one forward pass as for one. With N envs each calling
 ``web_search`` on its own, the encoder would run N times per step; :class:`BatchingRetriever` holds
-every caller for at most ``max_wait_s``, sends the distinct queries to the inner retriever in one
-call, and hands each caller its own hits. Repeated queries (agents often re-ask, and rollouts of the
+callers while they keep arriving (each may wait up to ``max_wait_s`` for the next, and the first at most
+``max_delay_s`` in all), sends the distinct queries to the inner retriever in one call, and hands each
+caller its own hits. Waiting for a pause rather than a fixed time from the first caller matters behind the
+HTTP server: its requests reach the service one by one as the event loop reads them, spread over more
+than a few milliseconds, and a fixed window cut them into two or three encoder calls. Repeated queries (agents often re-ask, and rollouts of the
 same task ask alike) are answered from an LRU cache without touching the inner retriever.
 
 The same object serves threads in one process (envs of a thread-pool vector env) and the HTTP
@@ -72,8 +75,10 @@ class BatchingRetriever:
             not be thread-safe. It is not closed by :meth:`close`.
         max_batch: a batch is sent as soon as this many queries wait (a single larger call is sent
             whole, since the inner retriever chunks for its own device).
-        max_wait_s: how long the first waiting query may wait for company; the latency a lone
-            caller pays for batching.
+        max_wait_s: how long a batch waits for the next caller after the latest arrived; the latency a
+            lone caller pays for batching.
+        max_delay_s: the longest the first caller of a batch waits in all, however steadily others keep
+            arriving (a batch also leaves as soon as ``max_batch`` queries wait).
         cache_size: (query, k) answers kept, least recently used dropped first; 0 turns caching off.
 
     An error of the inner call is raised to the callers whose queries were in that call, and only
@@ -86,21 +91,26 @@ class BatchingRetriever:
         *,
         max_batch: int = 32,
         max_wait_s: float = 0.005,
+        max_delay_s: float = 0.05,
         cache_size: int = 10_000,
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         if not (isinstance(max_wait_s, (int, float)) and max_wait_s >= 0):
             raise ValueError(f"max_wait_s must be a non-negative number of seconds, got {max_wait_s!r}")
+        if not (isinstance(max_delay_s, (int, float)) and max_delay_s >= 0):
+            raise ValueError(f"max_delay_s must be a non-negative number of seconds, got {max_delay_s!r}")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be a non-negative int, got {cache_size!r}")
         self.retriever = retriever
         self.max_batch = max_batch
         self.max_wait_s = float(max_wait_s)
+        self.max_delay_s = float(max_delay_s)
         self.cache_size = cache_size
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._pending_queries = 0
+        self._last_arrival = 0.0
         self._cache: OrderedDict[tuple[str, int], tuple[SearchHit, ...]] = OrderedDict()
         self._stats = BatchingStats()
         self._closed = False
@@ -133,6 +143,7 @@ class BatchingRetriever:
             pending = None
             if missing:
                 pending = _Pending(k, tuple(missing), time.monotonic())
+                self._last_arrival = pending.enqueued_at
                 self._pending.append(pending)
                 self._pending_queries += len(missing)
                 self._cond.notify_all()
@@ -177,13 +188,14 @@ class BatchingRetriever:
                 pending.finish(None, RuntimeError("BatchingRetriever was closed before answering this search"))
 
     def _collect(self) -> list[_Pending] | None:
-        """Wait for work, then up to ``max_wait_s`` (from the oldest waiter) for a full batch."""
+        """Wait for work, then for a full batch while callers keep coming: until ``max_wait_s`` pass without
+        a new one, or ``max_delay_s`` since the oldest waiter."""
         with self._cond:
             while not self._pending and not self._closed:
                 self._cond.wait()
-            deadline = self._pending[0].enqueued_at + self.max_wait_s if self._pending else 0.0
+            latest = self._pending[0].enqueued_at + self.max_delay_s if self._pending else 0.0
             while not self._closed and self._pending_queries < self.max_batch:
-                remaining = deadline - time.monotonic()
+                remaining = min(self._last_arrival + self.max_wait_s, latest) - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
