@@ -444,3 +444,30 @@ def test_rollout_hook_returns_one_completion_per_prompt_in_prompt_order(memorise
 def test_every_shipped_rl_config_loads(path: Path) -> None:
     settings = GRPOSettings.from_yaml(path)
     assert settings.max_steps > 0 and settings.group_size >= 2
+
+
+def test_the_rollout_hook_runs_its_envs_as_ray_actors_when_asked(tmp_path: Path) -> None:
+    """``executor: ray`` puts GRPO's (and OPD's) training envs in Ray actors: the hook's vector env is a
+    ``RayVectorEnv`` (a Ray started for the test on this machine), and the expert's episodes through it are the
+    ones the local envs give."""
+    pytest.importorskip("ray")
+    from agentdistill.rollouts.ray_envs import RayVectorEnv
+
+    with pytest.raises(ValueError, match="executor must be one of local, ray, got 'dask'"):
+        tiny_settings(executor="dask")
+    settings = tiny_settings(executor="ray", num_envs=2)
+    hook = EnvRollouts(ENV_ID, settings, tmp_path / "ray")
+    try:
+        envs = hook._vector_env()
+        assert isinstance(envs, RayVectorEnv)
+        run_rollouts(envs, make_policy("expert"), env_id=ENV_ID, task_indices=range(4), out=str(tmp_path / "ray.jsonl"))
+    finally:
+        hook.close()
+    local = make_rollout_envs(ENV_ID, 2, **settings.split_kwargs(settings.train_split))
+    try:
+        run_rollouts(local, make_policy("expert"), env_id=ENV_ID, task_indices=range(4), out=str(tmp_path / "local.jsonl"))
+    finally:
+        local.close()
+    ray_records, local_records = read_trajectories(tmp_path / "ray.jsonl"), read_trajectories(tmp_path / "local.jsonl")
+    assert [(r["task_id"], r["score"]) for r in ray_records] == [(r["task_id"], r["score"]) for r in local_records]
+    assert all(r["score"] == 1.0 for r in ray_records)

@@ -39,7 +39,9 @@ def evaluate_student(
             top_p=settings.top_p,
             seed=settings.seed,
         )
-    envs = make_rollout_envs(env_id, settings.num_envs, **settings.split_kwargs(settings.eval_split))
+    envs = make_rollout_envs(
+        env_id, settings.num_envs, **settings.executor_kwargs(), **settings.split_kwargs(settings.eval_split)
+    )
     try:
         run_rollouts(
             envs,

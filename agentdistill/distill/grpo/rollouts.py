@@ -155,7 +155,10 @@ class EnvRollouts:
             from agentdistill.rollouts.loop import make_rollout_envs
 
             self._envs = make_rollout_envs(
-                self.env_id, self.settings.num_envs, **self.settings.split_kwargs(self.settings.train_split)
+                self.env_id,
+                self.settings.num_envs,
+                **self.settings.executor_kwargs(),
+                **self.settings.split_kwargs(self.settings.train_split),
             )
         return self._envs
 

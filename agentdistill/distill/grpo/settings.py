@@ -35,6 +35,7 @@ MERGED_START_DIRNAME = "start_merged"
 _ROLLOUT_BACKENDS = ("hf", "vllm")
 
 
+
 IMPORTANCE_SAMPLING_MODES = ("token_mask", "token_truncate", "sequence_mask", "sequence_truncate")
 """TRL's ``vllm_importance_sampling_mode`` values: granularity (token or sequence) x what happens outside the
 bounds (masked to zero, or clipped to the bound)."""
@@ -68,6 +69,12 @@ class GRPOSettings(StrictSettings):
     eval_samples: int = 1
     """Episodes per held-out task (more than 1 needs ``eval_temperature > 0``); the task's reward is their mean."""
     num_envs: int = 8
+    executor: str = "local"
+    """Where the envs of the episodes run: ``"local"`` (this process's machine) or ``"ray"`` (Ray actors over the
+    cluster at ``ray_address``, :class:`~agentdistill.rollouts.ray_envs.RayVectorEnv`); the student generates here
+    either way."""
+    ray_address: str | None = None
+    """With ``executor: ray``: the cluster's head ``HOST:PORT`` (``None``: ``RAY_ADDRESS``, else a Ray of its own)."""
     group_size: int = 8
     """Episodes per task (G): the group whose mean reward is each episode's baseline."""
     prompts_per_step: int = 4
@@ -163,6 +170,9 @@ class GRPOSettings(StrictSettings):
             raise ValueError(
                 f"need 0 <= importance_sampling_clip_min < importance_sampling_clip_max, got {low}, {high}"
             )
+        from agentdistill.rollouts.loop import check_executor  # no torch: a config still checks quickly
+
+        check_executor(self.executor, self.ray_address)
         if self.rollout_backend not in _ROLLOUT_BACKENDS:
             raise ValueError(f"rollout_backend must be one of {_ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
         if isinstance(self.bf16, str) and self.bf16 != "auto":
@@ -171,6 +181,10 @@ class GRPOSettings(StrictSettings):
     def split_kwargs(self, split: str | None) -> dict[str, Any]:
         """The env's constructor arguments for ``split``."""
         return {**self.env_kwargs, **({"split": split} if split is not None else {})}
+
+    def executor_kwargs(self) -> dict[str, Any]:
+        """Where :func:`~agentdistill.rollouts.loop.make_rollout_envs` runs the envs."""
+        return {"executor": self.executor, "ray_address": self.ray_address}
 
 
 StartKind = Literal["model", "adapter continued", "adapter merged"]
