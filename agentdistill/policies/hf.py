@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -66,6 +67,10 @@ class HFPolicy:
             saved one.
         max_batch_size: at most this many requests go into one ``generate`` call (``n`` rows each).
         name: the name recorded in trajectories; defaults to ``hf:<path or class>`` (``+lora:<adapter>``).
+        reuse_prefix: compute the leading tokens every row of a batch shares (the system prompt, or a whole
+            prompt sampled ``n`` times) once per ``generate`` call and start every row from that KV cache;
+            ``False``: left-pad whole prompts. Greedy outputs are the same either way up to floating-point
+            rounding (the prefix is computed in a batch of one).
 
     Seeds: with ``SamplingParams.seed`` set, chunk ``k`` of a call samples from a generator seeded with
     ``seed + k`` (the global torch RNG is left untouched), so the same requests, parameters and
@@ -86,11 +91,13 @@ class HFPolicy:
         dtype: torch.dtype | str | None = None,
         max_batch_size: int = 32,
         name: str | None = None,
+        reuse_prefix: bool = True,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
         self.device = torch.device(device)
         self.max_batch_size = max_batch_size
+        self.reuse_prefix = reuse_prefix
         self.adapter = os.fspath(adapter) if adapter is not None else None
         torch_dtype: torch.dtype | str | None = (
             getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
@@ -208,15 +215,22 @@ class HFPolicy:
     def _generate_batch(
         self, model: Any, prompts: list[list[int]], params: SamplingParams, seed: int | None
     ) -> list[list[Completion]]:
-        """One ``generate`` call over left-padded prompts; ``params.n`` completions per prompt."""
+        """One ``generate`` call; ``params.n`` completions per prompt. The rows' shared start (a system prompt)
+        is computed once when it is long enough (:func:`shared_prefix_length`), else the prompts are left-padded."""
         samples = 1 if params.greedy else params.n
-        batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
+        prefix = shared_prefix_length(prompts) if self.reuse_prefix and len(prompts) * samples > 1 else 0
+        if prefix >= MIN_SHARED_PREFIX:
+            batch = self._prefixed_batch(model, prompts, prefix, samples)
+            expand = 1
+        else:
+            batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
+            expand = samples
         prompt_width = batch["input_ids"].shape[1]
         recorder = _LogprobRecorder(prompt_width)
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy,
-            num_return_sequences=samples,
+            num_return_sequences=expand,
             eos_token_id=self._stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             use_cache=True,
@@ -242,6 +256,27 @@ class HFPolicy:
                 completions.append(self._completion(prompt, generated[row], logprobs[row], params))
             results.append(completions * (params.n // samples))
         return results
+
+    def _prefixed_batch(self, model: Any, prompts: list[list[int]], prefix: int, samples: int) -> dict[str, Any]:
+        """Inputs for ``generate`` whose first ``prefix`` tokens, the same in every row, are already in a KV cache
+        computed once: each row is the prefix, padding, then the rest of its prompt (masked out, so every real
+        token keeps the position it has alone), repeated ``samples`` times. Without it a batch of B prompts pays
+        B times for the prefix: on a CPU the prompt pass costs the same per token at any batch size."""
+        head = torch.tensor([prompts[0][:prefix]], device=self.device)
+        cache_name = _cache_argument(model)
+        tails = [prompt[prefix:] for prompt in prompts for _ in range(samples)]
+        width = max(len(tail) for tail in tails)
+        pad = self.tokenizer.pad_token_id
+        ids = [prompts[0][:prefix] + [pad] * (width - len(tail)) + tail for tail in tails]
+        mask = [[1] * prefix + [0] * (width - len(tail)) + [1] * len(tail) for tail in tails]
+        with torch.inference_mode():
+            cache = model(input_ids=head, use_cache=True)[cache_name]
+            cache.batch_repeat_interleave(len(tails))
+        return {
+            "input_ids": torch.tensor(ids, device=self.device),
+            "attention_mask": torch.tensor(mask, device=self.device),
+            cache_name: cache,
+        }
 
     def _completion(
         self, prompt: list[int], generated: list[int], logprobs: list[float], params: SamplingParams
@@ -297,6 +332,28 @@ class HFPolicy:
         if self.device.type == "cuda":
             return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
         return []
+
+
+MIN_SHARED_PREFIX = 16
+"""Fewest shared leading tokens worth a forward pass of their own: below this, left padding costs less."""
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt shares, leaving each at least one token of its own (``generate``
+    needs one uncached input token per row)."""
+    shortest = min(len(prompt) for prompt in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(prompt[length] == first[length] for prompt in prompts):
+        length += 1
+    return length
+
+
+def _cache_argument(model: Any) -> str:
+    """The KV cache's name in ``forward`` and ``generate``: ``cache`` since transformers 5.2x, before that
+    ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class _LogprobRecorder(LogitsProcessor):

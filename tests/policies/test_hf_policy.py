@@ -28,7 +28,7 @@ from agentdistill.distill.students import (
 )
 from agentdistill.envs.codeact import END_CODE
 from agentdistill.policies.base import Completion, PolicyRequest, SamplingParams
-from agentdistill.policies.hf import HFPolicy
+from agentdistill.policies.hf import MIN_SHARED_PREFIX, HFPolicy, shared_prefix_length
 
 QUESTION = "What is 12 * 7?"
 ACTION = "Thought: I will compute it.\n```py\nprint(12 * 7)\n```" + END_CODE
@@ -324,3 +324,43 @@ def test_lora_adapter_is_loaded_and_applied(student_dir: Path, tmp_path: Path) -
     [[without]] = HFPolicy(student_dir).generate([_ask()], params)
     assert isinstance(with_adapter, Completion) and with_adapter.finish_reason in ("stop", "length")
     assert with_adapter.logprobs != pytest.approx(without.logprobs, abs=1e-3)  # random LoRA weights change the model
+
+
+def _shared_system_requests() -> list[PolicyRequest]:
+    """Prompts that share a long system prompt, then differ in length (what a rollout batch looks like)."""
+    system = {"role": "system", "content": "You solve tasks by writing Python code. " * 6}
+    questions = ["Hi", QUESTION, "Which magazine was started first, Arthur's Magazine or First for Women?", "Why?"]
+    return [PolicyRequest(messages=(system, {"role": "user", "content": question})) for question in questions]
+
+
+def test_a_shared_prompt_start_computed_once_changes_no_greedy_output(trained: Qwen2ForCausalLM, tokenizer: Any) -> None:
+    """The rows' common start (the system prompt) goes through the model once per call and every row starts from
+    its KV cache; the completions are those of whole left-padded prompts, and of each prompt alone."""
+    requests = _shared_system_requests()
+    params = SamplingParams(max_new_tokens=24, stop=())
+    reused = HFPolicy(trained, tokenizer=tokenizer)
+    prompts = [reused.prompt_ids(request) for request in requests]
+    assert shared_prefix_length(prompts) >= MIN_SHARED_PREFIX, "the test must exercise the shared-prefix path"
+    padded = HFPolicy(trained, tokenizer=tokenizer, reuse_prefix=False)
+    alone = HFPolicy(trained, tokenizer=tokenizer, max_batch_size=1)
+    singles = [alone.generate([request], params)[0][0] for request in requests]
+    for ours, theirs, single in zip(reused.generate(requests, params), padded.generate(requests, params), singles):
+        assert ours[0].token_ids == theirs[0].token_ids == single.token_ids
+        assert ours[0].prompt_token_ids == single.prompt_token_ids
+        assert ours[0].logprobs == pytest.approx(theirs[0].logprobs, abs=1e-4)
+
+
+def test_samples_from_a_shared_prompt_start_carry_the_models_logprobs(trained: Qwen2ForCausalLM, tokenizer: Any) -> None:
+    """SAG's n samples of one prompt share all of it but the last token: computed once, then sampled n times; each
+    sample's log-probabilities are the model's own for its tokens, so nothing is shifted or mixed up."""
+    policy = HFPolicy(trained, tokenizer=tokenizer)
+    [request] = _shared_system_requests()[1:2]
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=7, stop=())
+    [completions] = policy.generate([request], params)
+    assert len(completions) == 4 and len({completion.token_ids for completion in completions}) > 1
+    for completion in completions:
+        ids = torch.tensor([completion.prompt_token_ids + completion.token_ids])
+        with torch.inference_mode():
+            logits = trained(ids).logits[0, len(completion.prompt_token_ids) - 1 : -1].float()
+        expected = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion.token_ids)[:, None])
+        assert completion.logprobs == pytest.approx(expected.squeeze(1).tolist(), abs=1e-4)
