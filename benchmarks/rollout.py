@@ -27,8 +27,8 @@ loop's (goal: 32 envs >= 6x), and the fraction of wall time spent outside ``poli
 (1 - policy seconds / wall; goal <= 10 %). Every configuration runs ``--repeats`` times, in alternating
 order (forward, then backward), so that drift in machine load falls on all alike; the table shows the
 median of the runs and the range of episodes/s. Each configuration's envs are built and reset once, before
-the timed runs, and serve all of them; that first reset (every env's sandbox starts its own zygote
-process) is shown apart as "env start-up". Trajectories go to a temporary directory that is deleted
+the timed runs, and serve all of them; that first reset (it starts the sandbox zygote the envs share) is
+shown apart as "env start-up". Trajectories go to a temporary directory that is deleted
 afterwards.
 
 Below the table, ``policy.generate`` is timed alone on one first-turn prompt at batch 1 and batch 32 (a
@@ -181,8 +181,8 @@ class Run:
 class Configuration:
     """A way of running episodes, with its envs already started.
 
-    The envs are built and reset once (every env's sandbox starts its own zygote process at its first
-    reset, about 0.1-0.4 s each here) before anything is timed, and then serve every round, as they
+    The envs are built and reset once (the first reset starts the sandbox zygote they share) before
+    anything is timed, and then serve every round, as they
     would over a long run; ``startup_s`` is that first reset, reported on its own.
     """
 
@@ -497,7 +497,7 @@ def print_report(report: Report) -> None:
     print("outside policy: 1 - (seconds inside policy.generate) / wall: env steps, resets, sandboxes, records.")
     print(policy_alone_line(report.alone))
     print(
-        "env start-up: the envs' first reset (each env's sandbox starts its own zygote process), done once "
+        "env start-up: the envs' first reset (their sandboxes start the zygote they share), done once "
         "before the timed runs and not counted in them."
     )
     if report.rows[0].episodes < max(ENV_COUNTS):
