@@ -27,7 +27,9 @@ from agentdistill.rollouts.loop import check_executor, make_rollout_envs, run_ro
 from agentdistill.rollouts.records import read_trajectories
 
 ENV_ID = "AgentQA-Synthetic-v0"
-EPISODES = 12
+EPISODES = 24
+NODE_LOSS_EPISODES = 200
+"""The node-loss run plays 200 tasks: the same ids and scores as the local executor although a node dies mid-run."""
 NUM_ENVS = 4
 _NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024**2}
 _FAST_FAILURE_DETECTION = {
@@ -192,13 +194,19 @@ def _until_dead(actor: Any, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"the actor was still alive {timeout_s} s after the fault")
 
 
-def _rollout(out: Path, executor: str, policy: Any = None, on_envs: Callable[[Any], None] | None = None) -> Any:
+def _rollout(
+    out: Path,
+    executor: str,
+    policy: Any = None,
+    on_envs: Callable[[Any], None] | None = None,
+    episodes: int = EPISODES,
+) -> Any:
     envs = make_rollout_envs(ENV_ID, NUM_ENVS, executor=executor)
     try:
         if on_envs is not None:
             on_envs(envs)
         run_rollouts(
-            envs, policy or ExpertPolicy(), env_id=ENV_ID, task_indices=range(EPISODES), out=str(out), progress=False
+            envs, policy or ExpertPolicy(), env_id=ENV_ID, task_indices=range(episodes), out=str(out), progress=False
         )
         return envs
     finally:
@@ -213,10 +221,11 @@ def _episodes(path: Path) -> list[tuple[int, str, float, list[dict[str, str]]]]:
 
 @pytest.fixture(scope="module")
 def local_episodes(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, str, float, list[dict[str, str]]]]:
+    """The local executor's episodes of tasks 0 to 199 (tests of fewer tasks compare with the first ones)."""
     path = tmp_path_factory.mktemp("local") / "local.jsonl"
-    _rollout(path, "local")
+    _rollout(path, "local", episodes=NODE_LOSS_EPISODES)
     episodes = _episodes(path)
-    assert [index for index, *_ in episodes] == list(range(EPISODES))
+    assert [index for index, *_ in episodes] == list(range(NODE_LOSS_EPISODES))
     assert all(score == 1.0 for _, _, score, _ in episodes)
     return episodes
 
@@ -225,7 +234,7 @@ def test_ray_executor_writes_the_records_of_the_local_one(cluster: Any, local_ep
     envs = _rollout(tmp_path / "ray.jsonl", "ray")
     assert len(set(envs.shard_nodes)) == 2, "the shards should run on both nodes"
     assert envs.restarts == 0
-    assert _episodes(tmp_path / "ray.jsonl") == local_episodes
+    assert _episodes(tmp_path / "ray.jsonl") == local_episodes[:EPISODES]
 
 
 def test_cli_rollout_with_the_ray_executor(cluster: Any, local_episodes: list, tmp_path: Path) -> None:
@@ -251,7 +260,7 @@ def test_cli_rollout_with_the_ray_executor(cluster: Any, local_episodes: list, t
         ]
     )
     assert code == 0
-    assert _episodes(out) == local_episodes
+    assert _episodes(out) == local_episodes[:EPISODES]
 
 
 def test_an_env_error_inside_an_actor_is_raised_as_the_env_raised_it(cluster: Any) -> None:
@@ -271,10 +280,10 @@ def test_a_killed_actor_loses_and_doubles_no_episode(cluster: Any, local_episode
         os.kill(envs.shard_pids[0], signal.SIGKILL)  # as the OOM killer would
         _until_dead(envs.actors[0])
 
-    policy = FaultAt(3, kill_first_actor)
+    policy = FaultAt(10, kill_first_actor)
     envs = _rollout(tmp_path / "killed.jsonl", "ray", policy, on_envs=lambda built: holder.update(envs=built))
     assert envs.restarts == 1
-    assert _episodes(tmp_path / "killed.jsonl") == local_episodes
+    assert _episodes(tmp_path / "killed.jsonl") == local_episodes[:EPISODES]
 
 
 def test_an_episode_that_replays_differently_stops_the_run(cluster: Any) -> None:
@@ -307,9 +316,9 @@ def test_a_lost_node_loses_and_doubles_no_episode(cluster: Any, local_episodes: 
         cluster.remove_node(worker, allow_graceful=False)  # its raylet killed: the node is gone
         _until_dead(envs.actors[envs.shard_nodes.index(worker.node_id)])
 
-    policy = FaultAt(3, lose_worker)
+    policy = FaultAt(60, lose_worker)
     try:
-        envs = _rollout(tmp_path / "lost.jsonl", "ray", policy, on_envs=on_envs)
+        envs = _rollout(tmp_path / "lost.jsonl", "ray", policy, on_envs=on_envs, episodes=NODE_LOSS_EPISODES)
         assert envs.restarts >= 1 and worker.node_id not in envs.shard_nodes
         assert _episodes(tmp_path / "lost.jsonl") == local_episodes
     finally:
