@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentdistill.study.cells import cells_of
 from agentdistill.study.settings import METHODS, StudySettings
@@ -45,6 +46,16 @@ def test_every_method_is_in_the_results_with_rows_and_a_summary(quick_study: dic
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| agent_sag | tiny |" in (out / "results.md").read_text()
     assert "| method | student |" in quick_study["first"].stdout
+
+
+def test_a_training_step_of_a_cell_is_one_batch_without_recomputation(quick_study: dict[str, Any]) -> None:
+    """The students are tiny and train on CPU: no gradient accumulation (a step would be several batches) and no
+    activation checkpointing (it recomputes the forward pass for nothing here); both are SFT defaults for 7B."""
+    paths = sorted((quick_study["out"] / "cells").glob("*/*/seed-*/model/sft_settings.yaml"))
+    assert paths, "the quick study trains students"
+    for path in paths:
+        settings = yaml.safe_load(path.read_text())
+        assert settings["gradient_accumulation_steps"] == 1 and settings["gradient_checkpointing"] is False, path
 
 
 def test_a_rerun_resumes_every_finished_cell(quick_study: dict[str, Any]) -> None:

@@ -96,6 +96,8 @@ def _sft_settings(settings: StudySettings, seed: int, run_name: str) -> Any:
         learning_rate=settings.sft_learning_rate,
         max_steps=settings.sft_steps,
         per_device_batch_size=settings.sft_batch_size,
+        gradient_accumulation_steps=1,  # a step is one batch: the paper's accumulation is for 7B students on GPUs
+        max_length=4096,
         lora=False,
         warmup_ratio=0.05,
         lr_scheduler="cosine",
@@ -106,6 +108,7 @@ def _sft_settings(settings: StudySettings, seed: int, run_name: str) -> Any:
         save_total_limit=1,
         lm_head="full",
         bf16=False,
+        gradient_checkpointing=False,  # recomputing activations only slows a model this small down
         wandb_project=settings.wandb_project,
         wandb_run_name=run_name,
     )
