@@ -39,6 +39,11 @@ _FAST_FAILURE_DETECTION = {
 }
 
 
+def _expert_rollout_argv(out: Path, episodes: int, *extra: str) -> list[str]:
+    """``agentdistill rollout`` of the expert on the test's env into ``out``, plus ``extra`` flags."""
+    return ["rollout", "--env", ENV_ID, "--policy", "expert", "--episodes", str(episodes), "--out", str(out), *extra]
+
+
 # --- settings (no Ray needed) ------------------------------------------------------------------------------
 
 
@@ -53,21 +58,7 @@ def test_executor_settings_are_checked_in_one_line() -> None:
 
 
 def test_cli_refuses_a_ray_address_without_the_ray_executor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        [
-            "rollout",
-            "--env",
-            ENV_ID,
-            "--policy",
-            "expert",
-            "--episodes",
-            "1",
-            "--out",
-            str(tmp_path / "t.jsonl"),
-            "--ray-address",
-            "127.0.0.1:6379",
-        ]
-    )
+    code = main(_expert_rollout_argv(tmp_path / "t.jsonl", 1, "--ray-address", "127.0.0.1:6379"))
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "agentdistill rollout: --ray-address 127.0.0.1:6379 is read only with --executor ray"
@@ -109,23 +100,7 @@ def test_an_address_nothing_answers_at_is_one_line_in_seconds(
     if ray.is_initialized():
         pytest.skip("a Ray is already connected in this process")
     begun = time.monotonic()
-    code = main(
-        [
-            "rollout",
-            "--env",
-            ENV_ID,
-            "--policy",
-            "expert",
-            "--episodes",
-            "1",
-            "--out",
-            str(tmp_path / "t.jsonl"),
-            "--executor",
-            "ray",
-            "--ray-address",
-            "127.0.0.1:1",
-        ]
-    )
+    code = main(_expert_rollout_argv(tmp_path / "t.jsonl", 1, "--executor", "ray", "--ray-address", "127.0.0.1:1"))
     assert code == 1 and time.monotonic() - begun < 30  # ray.init alone retries such an address for minutes
     [line] = capsys.readouterr().err.strip().splitlines()
     assert (
@@ -240,24 +215,10 @@ def test_ray_executor_writes_the_records_of_the_local_one(cluster: Any, local_ep
 def test_cli_rollout_with_the_ray_executor(cluster: Any, local_episodes: list, tmp_path: Path) -> None:
     out = tmp_path / "cli.jsonl"
     code = main(
-        [
-            "rollout",
-            "--env",
-            ENV_ID,
-            "--policy",
-            "expert",
-            "--episodes",
-            str(EPISODES),
-            "--num-envs",
-            str(NUM_ENVS),
-            "--out",
-            str(out),
-            "--executor",
-            "ray",
-            "--ray-address",
-            cluster.address,
+        _expert_rollout_argv(
+            out, EPISODES, "--num-envs", str(NUM_ENVS), "--executor", "ray", "--ray-address", cluster.address,
             "--no-progress",
-        ]
+        )
     )
     assert code == 0
     assert _episodes(out) == local_episodes[:EPISODES]
