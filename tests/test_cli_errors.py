@@ -143,6 +143,9 @@ def test_ctrl_c_keeps_the_finished_episodes_and_says_how_to_resume(tmp_path: Pat
         [*command, "rollout", "--env", "AgentMath-Synthetic-v0", "--policy", "expert", "--episodes", "100000",
          "--num-envs", "2", "--out", str(out), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell without job control starts background commands (`nohup pytest ... &`) with
+        # SIGINT ignored, and a child inherits that, so the signal would never reach the command under test
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
