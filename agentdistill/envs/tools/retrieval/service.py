@@ -7,8 +7,9 @@ callers while they keep arriving (each may wait up to ``max_wait_s`` for the nex
 ``max_delay_s`` in all), sends the distinct queries to the inner retriever in one call, and hands each
 caller its own hits. Waiting for a pause rather than a fixed time from the first caller matters behind the
 HTTP server: its requests reach the service one by one as the event loop reads them, spread over more
-than a few milliseconds, and a fixed window cut them into two or three encoder calls. Repeated queries (agents often re-ask, and rollouts of the
-same task ask alike) are answered from an LRU cache without touching the inner retriever.
+than a few milliseconds, and a fixed window cut them into two or three encoder calls. Repeated queries
+(agents often re-ask, and rollouts of the same task ask alike) are answered from an LRU cache without
+touching the inner retriever.
 
 The same object serves threads in one process (envs of a thread-pool vector env) and the HTTP
 server (:mod:`agentdistill.envs.tools.retrieval.server`), whose concurrent requests become callers.
@@ -110,7 +111,6 @@ class BatchingRetriever:
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._pending_queries = 0
-        self._last_arrival = 0.0
         self._cache: OrderedDict[tuple[str, int], tuple[SearchHit, ...]] = OrderedDict()
         self._stats = BatchingStats()
         self._closed = False
@@ -143,7 +143,6 @@ class BatchingRetriever:
             pending = None
             if missing:
                 pending = _Pending(k, tuple(missing), time.monotonic())
-                self._last_arrival = pending.enqueued_at
                 self._pending.append(pending)
                 self._pending_queries += len(missing)
                 self._cond.notify_all()
@@ -195,7 +194,7 @@ class BatchingRetriever:
                 self._cond.wait()
             latest = self._pending[0].enqueued_at + self.max_delay_s if self._pending else 0.0
             while not self._closed and self._pending_queries < self.max_batch:
-                remaining = min(self._last_arrival + self.max_wait_s, latest) - time.monotonic()
+                remaining = min(self._pending[-1].enqueued_at + self.max_wait_s, latest) - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
