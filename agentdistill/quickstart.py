@@ -111,7 +111,12 @@ the fused head). More distinct teacher episodes instead of more passes did not h
 gave 27%."""
 
 QUICKSTART_SFT = QUICKSTART_SFT_WARMUP.replace(
-    learning_rate=1e-3, max_steps=100, per_device_batch_size=16, warmup_ratio=0.05, logging_steps=25, save_steps=50,
+    learning_rate=1e-3,
+    max_steps=100,
+    per_device_batch_size=16,
+    warmup_ratio=0.05,
+    logging_steps=25,
+    save_steps=50,
     wandb_run_name="quickstart-student",
 )
 """Stage 2 of the quickstart's SFT (``configs/distill/sft_quickstart.yaml``): the same, continued on the
@@ -164,7 +169,14 @@ class QuickstartSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("qa_teacher_episodes", "math_teacher_episodes", "eval_episodes", "num_envs", "vocab_size", "max_new_tokens"):
+        for name in (
+            "qa_teacher_episodes",
+            "math_teacher_episodes",
+            "eval_episodes",
+            "num_envs",
+            "vocab_size",
+            "max_new_tokens",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -189,11 +201,17 @@ class QuickstartSettings:
             eval_episodes=4,
             num_envs=2,
             student=StudentConfig(
-                hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=128,
+                hidden_size=64,
+                num_layers=1,
+                num_heads=2,
+                num_kv_heads=1,
+                intermediate_size=128,
                 max_position_embeddings=1024,
             ),
             vocab_size=512,
-            sft_warmup=QUICKSTART_SFT_WARMUP.replace(max_steps=4, per_device_batch_size=4, logging_steps=2, save_steps=2),
+            sft_warmup=QUICKSTART_SFT_WARMUP.replace(
+                max_steps=4, per_device_batch_size=4, logging_steps=2, save_steps=2
+            ),
             sft=QUICKSTART_SFT.replace(max_steps=4, per_device_batch_size=4, logging_steps=2, save_steps=2),
             sag_n=2,
             max_new_tokens=24,
@@ -236,7 +254,10 @@ def _check_difficulty(qa: Mapping[str, int], math: Mapping[str, int]) -> None:
 
     from agentdistill.envs.synthetic.envs import check_math_difficulty, check_qa_difficulty
 
-    for name, given, check in (("qa_difficulty", qa, check_qa_difficulty), ("math_difficulty", math, check_math_difficulty)):
+    for name, given, check in (
+        ("qa_difficulty", qa, check_qa_difficulty),
+        ("math_difficulty", math, check_math_difficulty),
+    ):
         known = set(inspect.signature(check).parameters)
         unknown = sorted(set(given) - known)
         if unknown:
@@ -330,7 +351,13 @@ def collect_teacher(
         envs = make_rollout_envs(env_id, min(TEACHER_ENVS, settings.num_envs), split="train", **difficulty)
         try:
             summary = run_rollouts(
-                envs, teacher, env_id=env_id, task_indices=tasks, out=str(path), ftp_prefixes=prefixes, progress=progress
+                envs,
+                teacher,
+                env_id=env_id,
+                task_indices=tasks,
+                out=str(path),
+                ftp_prefixes=prefixes,
+                progress=progress,
             )
         finally:
             envs.close()
@@ -398,16 +425,6 @@ class StageResult:
     trained_now: bool
 
 
-def without_system_prompt(dataset: Dataset) -> Dataset:
-    """The conversations minus their leading system turn (the copy warm-up stage trains on these)."""
-
-    def drop(row: dict[str, Any]) -> dict[str, Any]:
-        messages = row["messages"]
-        return {"messages": messages[1:] if messages and messages[0]["role"] == "system" else messages}
-
-    return dataset.map(drop, desc="Dropping system prompts", load_from_cache_file=False)
-
-
 def distill_student(
     dataset: Dataset, init_dir: Path, out_dir: Path, settings: QuickstartSettings, *, log: Log = logger.info
 ) -> list[StageResult]:
@@ -426,6 +443,7 @@ def distill_student(
     A stage whose directory holds its ``sft_result.json`` is reused as is; an interrupted stage resumes from its
     last checkpoint.
     """
+    from agentdistill.distill.sft.conversations import without_system_prompt
     from agentdistill.distill.sft.settings import RESULT_FILENAME
     from agentdistill.distill.sft.train import train_sft
 
@@ -471,8 +489,11 @@ def evaluate_policies(
     common: dict[str, Any] = {"env_kwargs_by_env": env_kwargs, "limit": settings.eval_episodes, "progress": progress}
     tables: dict[str, ResultsTable] = {}
     tables["teacher"] = evaluate(
-        ExpertPolicy(seed=settings.seed), ENV_IDS, out_dir=out_dir / "eval" / "teacher",
-        num_envs=min(TEACHER_ENVS, settings.num_envs), **common,
+        ExpertPolicy(seed=settings.seed),
+        ENV_IDS,
+        out_dir=out_dir / "eval" / "teacher",
+        num_envs=min(TEACHER_ENVS, settings.num_envs),
+        **common,
     )
     common["num_envs"] = settings.num_envs
     student = HFPolicy(student_dir, name="student", max_batch_size=settings.num_envs)
@@ -489,8 +510,11 @@ def evaluate_policies(
         )
     finally:
         student.close()
-    labels = {"teacher": "teacher (scripted expert)", "student": "student, greedy",
-              "student_sag": f"student + SAG (N={settings.sag_n})"}
+    labels = {
+        "teacher": "teacher (scripted expert)",
+        "student": "student, greedy",
+        "student_sag": f"student + SAG (N={settings.sag_n})",
+    }
     rows = {key: _policy_result(labels[key], table) for key, table in tables.items()}
     for key, row in rows.items():
         log(f"{labels[key]}: success {row.success_rate:.1%}, invalid actions {row.invalid_action_rate:.1%}")
@@ -525,7 +549,9 @@ def _policy_result(label: str, table: ResultsTable) -> PolicyResult:
 
 def format_table(rows: Mapping[str, PolicyResult], settings: QuickstartSettings) -> str:
     """The three rows (overall and per env) as aligned text, with the tasks' difficulty underneath."""
-    header = f"{'':28} {'success':>8} {'invalid actions':>16} {'mean steps':>11}   {'QA success':>10} {'math success':>12}"
+    header = (
+        f"{'':28} {'success':>8} {'invalid actions':>16} {'mean steps':>11}   {'QA success':>10} {'math success':>12}"
+    )
     lines = [header, "-" * len(header)]
     for key in POLICY_KEYS:
         row = rows[key]
@@ -583,8 +609,9 @@ def plot_results(rows: Mapping[str, PolicyResult], path: Path) -> Path:
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)  # no display and no global pyplot state
     width = 0.8 / len(POLICY_KEYS)
-    for panel, (metric, title) in enumerate((("success_rate", "success rate (%)"),
-                                             ("invalid_action_rate", "invalid actions (%)"))):
+    for panel, (metric, title) in enumerate(
+        (("success_rate", "success rate (%)"), ("invalid_action_rate", "invalid actions (%)"))
+    ):
         axes = figure.add_subplot(1, 2, panel + 1)
         highest = 0.0
         for offset, key in enumerate(POLICY_KEYS):

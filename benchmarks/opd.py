@@ -49,13 +49,14 @@ from typing import Any
 import benchlib  # the sibling benchmarks/benchlib.py (this file runs as a script)
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import TrainerCallback
 
 import agentdistill  # noqa: F401 - registers the env ids
 from agentdistill.distill.grpo.evaluation import evaluate_student
 from agentdistill.distill.opd.settings import RESULT_FILENAME as OPD_RESULT_FILENAME
 from agentdistill.distill.opd.settings import OPDResult, OPDSettings
 from agentdistill.distill.opd.train import train_opd
+from agentdistill.distill.sft.conversations import without_system_prompt
 from agentdistill.distill.sft.settings import RESULT_FILENAME as SFT_RESULT_FILENAME
 from agentdistill.distill.sft.settings import SFTResult, SFTSettings
 from agentdistill.distill.sft.train import train_sft
@@ -65,9 +66,8 @@ from agentdistill.experiments import apply_override
 from agentdistill.experiments.fields import Location
 from agentdistill.policies import make_policy
 from agentdistill.policies.hf import HFPolicy
-from agentdistill.quickstart import without_system_prompt
+from agentdistill.rollouts.collect import collect_trajectories
 from agentdistill.rollouts.figures import episode_invalid_rate, figures_of, paired_gain
-from agentdistill.rollouts.loop import make_rollout_envs, run_rollouts
 from agentdistill.rollouts.records import EpisodeRecord, latest_records
 
 ENV_ID = "AgentMath-Synthetic-v0"
@@ -246,13 +246,15 @@ def teacher_data(out: Path, settings: OPDSettings, episodes: int) -> Path:
             f"--teacher-episodes {episodes} would overlap OPD's training tasks (from {settings.train_task_offset} on)"
         )
     path = out / "expert.jsonl"
-    envs = make_rollout_envs(ENV_ID, 8, **settings.split_kwargs(settings.train_split))
-    try:
-        run_rollouts(
-            envs, make_policy("expert"), env_id=ENV_ID, task_indices=range(episodes), out=str(path), progress=False
-        )
-    finally:
-        envs.close()
+    collect_trajectories(
+        make_policy("expert"),
+        ENV_ID,
+        out=path,
+        episodes=episodes,
+        num_envs=8,
+        env_kwargs=settings.split_kwargs(settings.train_split),
+        progress=False,
+    )
     return path
 
 
@@ -276,28 +278,26 @@ def sft_stage(dataset: Dataset, start: Path, out_dir: Path, settings: SFTSetting
     return train_sft(dataset, str(start), out_dir, settings)
 
 
-def initial_models(dataset: Dataset, out: Path) -> tuple[Path, Path]:
-    """The teacher's and the student's random starting models over one tokenizer trained on the conversations
-    (system prompt included, so the student's prompt encodes compactly); built once."""
-    teacher, student = out / "teacher-init", out / "student-init"
-    if not (teacher / "config.json").is_file():
+def initial_model(dataset: Dataset, out: Path) -> Path:
+    """The random model both the teacher and the student start from (``TINY``, seed 0), over one tokenizer trained
+    on the conversations (system prompt included, so the student's prompt encodes compactly); built once."""
+    init = out / "init"
+    if not (init / "config.json").is_file():
         texts = [message["content"] for messages in dataset["messages"] for message in messages]
         tokenizer = train_tokenizer(texts, vocab_size=2048)
-        save_student(build_student(tokenizer, TINY, seed=0), tokenizer, teacher)
-    if not (student / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(teacher)
-        save_student(build_student(tokenizer, TINY, seed=0), tokenizer, student)
-    return teacher, student
+        save_student(build_student(tokenizer, TINY, seed=0), tokenizer, init)
+    return init
 
 
 def two_stage_sft(
     dataset: Dataset, start: Path, out_dir: Path, steps: tuple[int, int], sizes: Sizes
 ) -> list[SFTResult]:
-    """The quickstart's recipe: stage 1 without the system prompt into ``out_dir-warmup`` (skipped at 0 steps),
-    stage 2 as the student sees it into ``out_dir``; returns each stage's result, stage 2 last."""
+    """The quickstart's recipe: stage 1 without the system prompt into ``warmup-STEPS`` beside ``out_dir`` (skipped
+    at 0 steps; shared by the teacher and the student when their first stages are as long, since both start from
+    the same model), stage 2 as the student sees it into ``out_dir``; returns each stage's result, stage 2 last."""
     results = []
     if steps[0] > 0:
-        warmup_dir = out_dir.with_name(out_dir.name + "-warmup")
+        warmup_dir = out_dir.with_name(f"warmup-{steps[0]}")
         results.append(
             sft_stage(
                 without_system_prompt(dataset), start, warmup_dir, sft_settings(SFT_WARMUP_CONFIG, steps[0], sizes)
@@ -506,13 +506,9 @@ def prepare(out: Path, sizes: Sizes, settings: OPDSettings) -> Prepared:
     expert = teacher_data(out, settings, sizes.teacher_episodes)
     dataset, report = trajectories_to_dataset([expert], report=False)
     expert_seconds = time.perf_counter() - started
-    teacher_init, student_init = initial_models(dataset, out)
-    teacher = two_stage_sft(
-        dataset, teacher_init, out / "teacher", (sizes.teacher_warmup_steps, sizes.teacher_steps), sizes
-    )
-    student = two_stage_sft(
-        dataset, student_init, out / "student", (sizes.student_warmup_steps, sizes.student_steps), sizes
-    )
+    init = initial_model(dataset, out)
+    teacher = two_stage_sft(dataset, init, out / "teacher", (sizes.teacher_warmup_steps, sizes.teacher_steps), sizes)
+    student = two_stage_sft(dataset, init, out / "student", (sizes.student_warmup_steps, sizes.student_steps), sizes)
     summary = {
         "expert_episodes": report.total,
         "sft_rows": len(dataset),

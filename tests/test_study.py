@@ -42,7 +42,9 @@ def test_every_method_is_in_the_results_with_rows_and_a_summary(quick_study: dic
         assert (row["invalid_action_rate"] is None) == row["method"].startswith("cot")
     summary = {(entry["method"], entry["student"], entry["env"]) for entry in results["summary"]}
     assert len(summary) == len(results["rows"])  # one seed at smoke size
-    assert ("agent_opd", "wider", "AgentMath-Synthetic-v0") not in summary, "the largest student teaches, it is not taught"
+    assert ("agent_opd", "wider", "AgentMath-Synthetic-v0") not in summary, (
+        "the largest student teaches, it is not taught"
+    )
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| agent_sag | tiny |" in (out / "results.md").read_text()
     assert "| method | student |" in quick_study["first"].stdout
@@ -51,11 +53,24 @@ def test_every_method_is_in_the_results_with_rows_and_a_summary(quick_study: dic
 def test_a_training_step_of_a_cell_is_one_batch_without_recomputation(quick_study: dict[str, Any]) -> None:
     """The students are tiny and train on CPU: no gradient accumulation (a step would be several batches) and no
     activation checkpointing (it recomputes the forward pass for nothing here); both are SFT defaults for 7B."""
-    paths = sorted((quick_study["out"] / "cells").glob("*/*/seed-*/model/sft_settings.yaml"))
+    paths = sorted((quick_study["out"] / "cells").glob("*/*/seed-*/model*/sft_settings.yaml"))
     assert paths, "the quick study trains students"
     for path in paths:
         settings = yaml.safe_load(path.read_text())
         assert settings["gradient_accumulation_steps"] == 1 and settings["gradient_checkpointing"] is False, path
+
+
+def test_a_student_warms_up_without_the_system_prompt_then_trains_as_it_acts(quick_study: dict[str, Any]) -> None:
+    """Stage 1 drops the system prompt (the same in every row, it only multiplies a step's tokens); stage 2 starts
+    from stage 1 and trains on the conversations exactly as the student sees them."""
+    model = quick_study["out"] / "cells" / "agent" / "tiny" / "seed-0" / "model"
+    warmup = model.with_name("model_warmup")
+    first_roles = {
+        stage: {json.loads(line)["messages"][0]["role"] for line in (path / "sft_data.jsonl").open()}
+        for stage, path in (("warmup", warmup), ("final", model))
+    }
+    assert first_roles == {"warmup": {"user"}, "final": {"system"}}
+    assert json.loads((model / "sft_result.json").read_text())["base_model"] == str(warmup)
 
 
 def test_a_rerun_resumes_every_finished_cell(quick_study: dict[str, Any]) -> None:

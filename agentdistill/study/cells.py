@@ -89,42 +89,51 @@ def run_cell(cell: Cell, context: StudyContext) -> list[Row]:
     return rows
 
 
-def _sft_settings(settings: StudySettings, seed: int, run_name: str) -> Any:
+def _sft_settings(settings: StudySettings, seed: int, run_name: str, *, warmup: bool) -> Any:
+    """One SFT stage of a cell: stage 1 (``warmup``) or stage 2, as the quickstart's two stages."""
     from agentdistill.distill.sft.settings import SFTSettings
 
+    steps = settings.sft_warmup_steps if warmup else settings.sft_steps
     return SFTSettings(
-        learning_rate=settings.sft_learning_rate,
-        max_steps=settings.sft_steps,
-        per_device_batch_size=settings.sft_batch_size,
+        learning_rate=settings.sft_warmup_learning_rate if warmup else settings.sft_learning_rate,
+        max_steps=steps,
+        per_device_batch_size=settings.sft_warmup_batch_size if warmup else settings.sft_batch_size,
         gradient_accumulation_steps=1,  # a step is one batch: the paper's accumulation is for 7B students on GPUs
         max_length=4096,
         lora=False,
-        warmup_ratio=0.05,
+        warmup_ratio=0.02 if warmup else 0.05,
         lr_scheduler="cosine",
+        weight_decay=0.0,
         seed=seed,
-        logging_steps=max(1, settings.sft_steps // 10),
+        logging_steps=max(1, steps // 10),
         save_strategy="steps",
-        save_steps=max(1, settings.sft_steps // 2),
+        save_steps=max(1, steps // 2),
         save_total_limit=1,
         lm_head="full",
         bf16=False,
         gradient_checkpointing=False,  # recomputing activations only slows a model this small down
         wandb_project=settings.wandb_project,
-        wandb_run_name=run_name,
+        wandb_run_name=f"{run_name}-warmup" if warmup else run_name,
     )
 
 
 def _trained(cell: Cell, context: StudyContext, dataset: Any, model_dir: Path) -> Path:
+    """The cell's student after SFT on ``dataset``: stage 1 without the system prompt into ``model_dir`` +
+    ``_warmup`` (skipped when ``sft_warmup_steps`` is 0), then stage 2 as the student sees its conversations."""
+    from agentdistill.distill.sft.conversations import without_system_prompt
     from agentdistill.distill.sft.launch import run_sft
 
+    settings = context.settings
+    run_name = f"{cell.method}-{cell.student}-{cell.seed}"
+    start = context.students[(cell.student, cell.seed)]
+    if settings.sft_warmup_steps:
+        warmup_dir = model_dir.with_name(f"{model_dir.name}_warmup")
+        if not (warmup_dir / "sft_result.json").is_file():
+            stage = _sft_settings(settings, cell.seed, run_name, warmup=True)
+            run_sft(without_system_prompt(dataset), str(start), warmup_dir, settings=stage)
+        start = warmup_dir
     if not (model_dir / "sft_result.json").is_file():
-        initial = context.students[(cell.student, cell.seed)]
-        run_sft(
-            dataset,
-            str(initial),
-            model_dir,
-            settings=_sft_settings(context.settings, cell.seed, f"{cell.method}-{cell.student}-{cell.seed}"),
-        )
+        run_sft(dataset, str(start), model_dir, settings=_sft_settings(settings, cell.seed, run_name, warmup=False))
     return model_dir
 
 

@@ -37,6 +37,20 @@ def as_conversations(dataset: Dataset | Iterable[Mapping[str, Any]]) -> Dataset:
     return Dataset.from_list(cleaned)
 
 
+def without_system_prompt(dataset: Dataset) -> Dataset:
+    """The conversations minus their leading system turn.
+
+    A first SFT stage trains on these when the system prompt is long and the same in every row: it teaches
+    nothing, yet multiplies the tokens of a step (the quickstart's and the study's copy warm-up).
+    """
+
+    def drop(row: dict[str, Any]) -> dict[str, Any]:
+        messages = row["messages"]
+        return {"messages": messages[1:] if messages and messages[0]["role"] == "system" else messages}
+
+    return dataset.map(drop, desc="Dropping system prompts", load_from_cache_file=False)
+
+
 def load_conversations(path: str | os.PathLike[str]) -> Dataset:
     """Conversations from a ``save_to_disk`` directory (its ``train`` split for a ``DatasetDict``) or a JSONL file.
 
