@@ -148,12 +148,15 @@ TINY = StudentConfig(
 """About 0.3M parameters plus 128 per vocabulary entry (0.56M at 2k tokens, 1.3M at 8k): for tests."""
 
 QUICKSTART = StudentConfig(
-    hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=384, max_position_embeddings=1024
+    hidden_size=128, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=384, max_position_embeddings=1024
 )
-"""About 0.5M parameters plus 128 per vocabulary entry (0.6M at 1k tokens): the student of ``agentdistill
-quickstart``. Two layers are the fewest that can copy a multi-token name or number out of the context (a
-previous-token head feeding an induction head); measured on 2 CPU cores they learn it in fewer steps than four
-layers do, each step at half the cost."""
+"""About 0.6M parameters plus 128 per vocabulary entry (0.72M at 1k tokens): the student of ``agentdistill
+quickstart``. Its hard part is copying numbers and names out of the question and the observations, token by
+token: digits and letters are single tokens from small alphabets that repeat all over a question, so matching the
+previous token (a two-layer induction circuit) often lands on the wrong occurrence and copies digits out of order
+or from a neighbouring number. A third layer is what fixed that, at the same width: with two, the quickstart's
+student miscopied 5-digit numbers almost half the time and solved 59% of its held-out math tasks; with three,
+97%. More heads, a narrower MLP, sharper rotary positions or another tokenization did not help."""
 
 SMALL = StudentConfig(
     hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408, max_position_embeddings=8192
