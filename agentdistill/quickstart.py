@@ -188,8 +188,8 @@ class QuickstartSettings:
 
     @classmethod
     def full(cls) -> QuickstartSettings:
-        """The README's run: a student that really learns, in under 10 minutes on 2 CPU cores (410-494 s measured,
-        plus about a minute of install on a bare clone)."""
+        """The README's run: a student that really learns, in under 10 minutes on 2 CPU cores (356 s measured, plus
+        about 45 s of install on a bare clone)."""
         return cls()
 
     @classmethod
