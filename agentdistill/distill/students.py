@@ -156,7 +156,8 @@ token: digits and letters are single tokens from small alphabets that repeat all
 previous token (a two-layer induction circuit) often lands on the wrong occurrence and copies digits out of order
 or from a neighbouring number. A third layer is what fixed that, at the same width: with two, the quickstart's
 student miscopied 5-digit numbers almost half the time and solved 59% of its held-out math tasks; with three,
-97% (90% of all its tasks, against 71%). More heads, a narrower MLP, sharper rotary positions or another tokenization did not help."""
+97% (90% of all its tasks, against 71%). More heads, a narrower MLP, sharper rotary positions or another
+tokenization did not help."""
 
 SMALL = StudentConfig(
     hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408, max_position_embeddings=8192
